@@ -1,0 +1,41 @@
+"""Typed errors and warnings. Every user-facing error says what was wrong and how to fix it."""
+
+
+class SmoothAdvError(Exception):
+    """Base class of every error raised by smoothadv."""
+
+
+class InputError(SmoothAdvError, ValueError):
+    """A tensor, image or argument given by the user is not acceptable."""
+
+
+class ShapeError(InputError):
+    """A tensor has the wrong number of dimensions or a size that does not match."""
+
+
+class RangeError(InputError):
+    """Values lie outside the range they must lie in (pixels outside [0, 1], alpha outside [0, 1))."""
+
+
+class NonFiniteError(InputError):
+    """A tensor holds NaN or infinite values."""
+
+
+class ConfigError(SmoothAdvError, ValueError):
+    """An option has an unknown or inconsistent value."""
+
+
+class DataError(SmoothAdvError):
+    """A data file or folder cannot be read or does not hold what it should."""
+
+
+class ModelError(SmoothAdvError):
+    """A model cannot be found, loaded or used."""
+
+
+class ConvergenceWarning(UserWarning):
+    """An iterative solver stopped before reaching its tolerance."""
+
+
+class PreflightWarning(UserWarning):
+    """A check before an attack found something suspicious (but not fatal)."""
