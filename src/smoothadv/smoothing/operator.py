@@ -23,7 +23,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from smoothadv._validation import check_choice, check_finite, check_image_batch, check_same_shape
-from smoothadv.errors import ConfigError, RangeError
+from smoothadv.errors import ConfigError, InputError, RangeError
 from smoothadv.smoothing.graph import CHANNEL_MODES, KERNELS, NEIGHBOUR_OFFSETS, build_graph
 from smoothadv.smoothing.solvers import CGSolver, DenseSolver, DirectSolver, LaplacianSolver
 
@@ -170,7 +170,12 @@ class GuidedSmoother:
 
     def _check_signal(self, z: torch.Tensor) -> None:
         if not isinstance(z, torch.Tensor):
-            raise ConfigError(f"the signal to smooth must be a torch.Tensor, got {type(z).__name__}.")
+            raise InputError(f"the signal to smooth must be a torch.Tensor, got {type(z).__name__}.")
+        if not z.is_floating_point():
+            raise InputError(
+                f"the signal to smooth must be a floating-point tensor, got dtype {z.dtype}; "
+                "convert it with z.float() (or z.double())."
+            )
         check_same_shape(z, self.guide_shape, "signal", "guide")
         check_finite(z, "signal")
 
