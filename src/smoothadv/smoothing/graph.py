@@ -127,10 +127,7 @@ def build_graph(
     weights = []
     for dy, dx in offsets:
         diff = guide - shift(guide, dy, dx)
-        if channels == "joint":
-            distance = diff.pow(2).sum(dim=1, keepdim=True).sqrt()
-        else:
-            distance = diff.abs()
+        distance = diff.pow(2).sum(dim=1, keepdim=True).sqrt() if channels == "joint" else diff.abs()
         weight = feature_kernel(distance, kernel, sigma) * _inside_mask(height, width, dy, dx, guide)
         weights.append(weight)
     weights = torch.stack(weights, dim=2)  # (B, G, K, H, W)

@@ -70,7 +70,8 @@ class Smoothing:
     def __post_init__(self):
         if not isinstance(self.alpha, (int, float)) or not 0.0 <= float(self.alpha) < 1.0:
             raise RangeError(
-                f"alpha must lie in [0, 1) (0 = no smoothing, 0.95 = paper's MNIST value); got {self.alpha!r}."
+                "alpha must lie in [0, 1) (0 = no smoothing, 0.95 = paper's MNIST value); "
+                f"got {self.alpha!r}."
             )
         check_choice(self.neighbourhood, tuple(NEIGHBOUR_OFFSETS), "neighbourhood")
         check_choice(self.kernel, KERNELS, "kernel")
