@@ -1,0 +1,202 @@
+"""Bilateral filtering (plain and joint/guided), vectorised over pixels, differentiable.
+
+Used by the adversarial magnification of Appendix 1 (eq. 22), where the range kernel sees all colour
+channels at once, and by the bilateral-filter defence of section 5.5, which filters each channel on its
+own. The output at pixel p is
+
+    y_p = sum_q s(p - q) r(g_p, g_q) x_q / sum_q s(p - q) r(g_p, g_q),
+
+with a Gaussian spatial kernel ``s(d) = exp(-|d|^2 / (2 spatial_sigma^2))`` over the square window
+``|d|_inf <= radius``, a Gaussian range kernel ``r(a, b) = exp(-|a - b|^2 / (2 range_sigma^2))`` on the
+guide ``g`` (the image itself unless given), and sums restricted to pixels inside the image: at the borders
+the window is truncated and the weights renormalised, so no padding value ever enters the result.
+
+The loop runs over the ``(2 radius + 1)^2`` window offsets, each step vectorised over all pixels, so memory
+stays a few image-sized buffers (a 299x299x3 image with radius 12 needs a few megabytes). The weight of a
+pixel pair is symmetric, so each unordered pair is computed once and used in both directions.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from smoothadv._validation import check_finite, check_positive
+from smoothadv.errors import ConfigError, InputError, ShapeError
+
+#: Radius factor: a window of radius ``ceil(2.326 * sigma)`` holds 98% of a 1-D Gaussian's mass.
+RADIUS_FACTOR = 2.326
+
+
+def default_radius(spatial_sigma: float) -> int:
+    """Window radius ``ceil(2.326 * spatial_sigma)`` used when none is given."""
+    return int(math.ceil(RADIUS_FACTOR * spatial_sigma))
+
+
+def bilateral_filter(
+    image: torch.Tensor,
+    *,
+    spatial_sigma: float,
+    range_sigma: float,
+    radius: int | None = None,
+    guide: torch.Tensor | None = None,
+    joint_range: bool = True,
+) -> torch.Tensor:
+    """Bilateral (or joint/guided bilateral) filter of a batch of images.
+
+    Args:
+        image: (B, C, H, W) floating-point tensor to filter (any value range).
+        spatial_sigma: standard deviation of the spatial Gaussian, in pixels.
+        range_sigma: standard deviation of the range Gaussian, in the guide's units (0.2 on [0, 1] images).
+        radius: half-width of the square window (``2 radius + 1`` pixels per side); default
+            ``ceil(2.326 * spatial_sigma)``.
+        guide: (B, C', H, W) image whose values drive the range kernel; default ``image`` itself.
+        joint_range: True: one range weight per pixel pair from the Euclidean distance over all guide
+            channels (colour bilateral filter). False: a separate range weight per channel, each channel of
+            the guide steering the same channel of the image (C' must equal C, or be 1).
+
+    Returns:
+        (B, C, H, W) filtered image, same dtype and device as ``image``; differentiable in ``image`` and
+        ``guide``.
+
+    Raises:
+        InputError: not a floating-point tensor, or bad ``radius``.
+        ShapeError: not 4-D, or the guide does not match the image.
+        NonFiniteError: NaN or inf values.
+        ConfigError: non-positive sigmas.
+    """
+    _check_tensor(image, "image")
+    check_positive(spatial_sigma, "spatial_sigma")
+    check_positive(range_sigma, "range_sigma")
+    if radius is None:
+        radius = default_radius(spatial_sigma)
+    if isinstance(radius, bool) or not isinstance(radius, int) or radius < 0:
+        raise ConfigError(f"radius must be an integer >= 0; got {radius!r}.")
+    if guide is None:
+        guide = image
+    else:
+        _check_tensor(guide, "guide")
+        b, _, h, w = image.shape
+        if guide.shape[0] != b or guide.shape[2:] != image.shape[2:]:
+            raise ShapeError(
+                f"guide has shape {tuple(guide.shape)} but image has shape {tuple(image.shape)}; they must "
+                f"agree in batch size and spatial size (B={b}, H={h}, W={w})."
+            )
+        if guide.dtype != image.dtype or guide.device != image.device:
+            guide = guide.to(dtype=image.dtype, device=image.device)
+    if not joint_range and guide.shape[1] not in (1, image.shape[1]):
+        raise ShapeError(
+            f"with joint_range=False the guide needs 1 or {image.shape[1]} channels (one per image channel), "
+            f"got {guide.shape[1]}."
+        )
+    return _bilateral(image, guide, float(spatial_sigma), float(range_sigma), radius, joint_range)
+
+
+def _check_tensor(tensor: torch.Tensor, name: str) -> None:
+    if not isinstance(tensor, torch.Tensor):
+        raise InputError(f"{name} must be a torch.Tensor of shape (B, C, H, W), got {type(tensor).__name__}.")
+    if tensor.dim() != 4:
+        raise ShapeError(
+            f"{name} must have shape (B, C, H, W), got {tuple(tensor.shape)}; "
+            "add a batch dimension with .unsqueeze(0) for a single image."
+        )
+    if tensor.numel() == 0:
+        raise ShapeError(f"{name} is empty (shape {tuple(tensor.shape)}).")
+    if not tensor.is_floating_point():
+        raise InputError(f"{name} must be a floating-point tensor, got dtype {tensor.dtype}; use .float().")
+    check_finite(tensor, name)
+
+
+def _half_offsets(radius: int, height: int, width: int) -> list[tuple[int, int]]:
+    """Window offsets ``(dy, dx)`` of one half-plane (the other half is their negation), origin excluded."""
+    offsets = []
+    for dy in range(0, min(radius, height - 1) + 1):
+        for dx in range(-min(radius, width - 1), min(radius, width - 1) + 1):
+            if dy > 0 or dx > 0:
+                offsets.append((dy, dx))
+    return offsets
+
+
+def _bilateral(
+    image: torch.Tensor,
+    guide: torch.Tensor,
+    spatial_sigma: float,
+    range_sigma: float,
+    radius: int,
+    joint_range: bool,
+) -> torch.Tensor:
+    _, channels, height, width = image.shape
+    inv_two_sr2 = 1.0 / (2.0 * range_sigma**2)
+    inv_two_ss2 = 1.0 / (2.0 * spatial_sigma**2)
+    # The centre pixel has weight s(0) r(0) = 1 in every case.
+    numerator = image.clone()
+    weight_channels = 1 if joint_range else max(channels, guide.shape[1])
+    denominator = torch.ones(
+        (image.shape[0], weight_channels, height, width), dtype=image.dtype, device=image.device
+    )
+    for dy, dx in _half_offsets(radius, height, width):
+        # Pairs (p, q = p + d): p ranges over rows/cols where both p and q are inside the image.
+        p_rows = slice(0, height - dy)
+        q_rows = slice(dy, height)
+        p_cols = slice(max(0, -dx), width - max(0, dx))
+        q_cols = slice(max(0, dx), width - max(0, -dx))
+        diff = guide[:, :, p_rows, p_cols] - guide[:, :, q_rows, q_cols]
+        distance = diff * diff
+        if joint_range:
+            distance = distance.sum(dim=1, keepdim=True)
+        # Fold the spatial weight into the exponent: exp(-|d|^2 / 2ss^2 - dist / 2sr^2).
+        weight = torch.exp(distance * -inv_two_sr2 - (dy * dy + dx * dx) * inv_two_ss2)
+        x_p = image[:, :, p_rows, p_cols]
+        x_q = image[:, :, q_rows, q_cols]
+        numerator[:, :, p_rows, p_cols].addcmul_(weight, x_q)
+        numerator[:, :, q_rows, q_cols].addcmul_(weight, x_p)
+        denominator[:, :, p_rows, p_cols].add_(weight)
+        denominator[:, :, q_rows, q_cols].add_(weight)
+    return numerator / denominator
+
+
+class BilateralFilter(nn.Module):
+    """Module form of :func:`bilateral_filter` (e.g. as a defence in front of a classifier).
+
+    Args:
+        spatial_sigma: spatial Gaussian standard deviation in pixels.
+        range_sigma: range Gaussian standard deviation in the guide's units.
+        radius: window half-width; default ``ceil(2.326 * spatial_sigma)``.
+        joint_range: one range weight over all channels (True) or one per channel (False).
+
+    Shape:
+        input (B, C, H, W), optional guide (B, C', H, W) -> output (B, C, H, W).
+    """
+
+    def __init__(
+        self,
+        spatial_sigma: float,
+        range_sigma: float,
+        radius: int | None = None,
+        joint_range: bool = True,
+    ) -> None:
+        super().__init__()
+        check_positive(spatial_sigma, "spatial_sigma")
+        check_positive(range_sigma, "range_sigma")
+        self.spatial_sigma = float(spatial_sigma)
+        self.range_sigma = float(range_sigma)
+        self.radius = default_radius(spatial_sigma) if radius is None else radius
+        self.joint_range = joint_range
+
+    def forward(self, image: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
+        return bilateral_filter(
+            image,
+            spatial_sigma=self.spatial_sigma,
+            range_sigma=self.range_sigma,
+            radius=self.radius,
+            guide=guide,
+            joint_range=self.joint_range,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"spatial_sigma={self.spatial_sigma}, range_sigma={self.range_sigma}, radius={self.radius}, "
+            f"joint_range={self.joint_range}"
+        )
