@@ -123,6 +123,12 @@ def build_graph(
     check_positive(sigma, "sigma")
 
     offsets = NEIGHBOUR_OFFSETS[neighbourhood]
+    # Weights are computed in float64 (where the device has it): in float32 exp(-300 d^2) underflows to 0
+    # for d > 0.54, yet such an edge can carry an O(1) entry of D^{-1/2} W D^{-1/2} when it is the
+    # strongest edge of both of its pixels. The normalised graph is cast back to the guide's dtype.
+    dtype = guide.dtype
+    if guide.device.type != "mps":
+        guide = guide.to(torch.float64)
     height, width = guide.shape[-2:]
     weights = []
     for dy, dx in offsets:
@@ -144,7 +150,7 @@ def build_graph(
         ],
         dim=2,
     )
-    return PixelGraph(normalized_weights=normalized, offsets=offsets, degree=degree)
+    return PixelGraph(normalized_weights=normalized.to(dtype), offsets=offsets, degree=degree.to(dtype))
 
 
 def _inside_mask(height: int, width: int, dy: int, dx: int, like: torch.Tensor) -> torch.Tensor:
