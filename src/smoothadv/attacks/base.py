@@ -1,0 +1,296 @@
+"""Attack families (paper section 2.1), the result object, and the checks every attack runs first.
+
+An :class:`Attack` is called like torchattacks (``result = attack(images, labels)``) but is structured like
+Foolbox: the final :meth:`Attack.__call__` validates the inputs, runs pre-flight checks, calls the
+subclass's :meth:`Attack.run`, quantises to 8 bits, and measures success and distortion on what it
+returns. Subclasses write only ``run``.
+
+Families:
+
+* :class:`FixedDistortionAttack` ("target distortion": FGSM, I-FGSM, PGD2, qPGD2) takes an ``epsilon``.
+* :class:`MinimizationAttack` ("target success" and "target optimality": DeepFool, C&W, sC&W) looks for the
+  smallest perturbation that succeeds.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from smoothadv._validation import check_image_batch
+from smoothadv.attacks.losses import goal_reached
+from smoothadv.errors import ConfigError, InputError, ModelError, PreflightWarning, ShapeError
+
+
+@dataclass
+class AttackResult:
+    """Per-image outcome of an attack on a batch of B images.
+
+    Attributes:
+        adversarial: (B, C, H, W) adversarial images in [0, 1] (8-bit levels when quantised).
+        success: (B,) bool, the model's prediction on ``adversarial`` meets the goal (p(x_a) != t).
+        l2: (B,) L2 distortion ``||x_a - x_o||`` over all pixels and channels, on [0, 1] values.
+        linf: (B,) L-inf distortion.
+        iterations: (B,) iterations run for each image.
+        gradient_evaluations: (B,) forward+backward passes through the model spent on each image.
+        labels: (B,) true labels t. targets: (B,) target classes for targeted attacks, else None.
+        predictions: (B,) the model's predictions on ``adversarial``.
+        attack: attack name. parameters: its parameters. seconds: wall time of the whole call.
+    """
+
+    adversarial: torch.Tensor
+    success: torch.Tensor
+    l2: torch.Tensor
+    linf: torch.Tensor
+    iterations: torch.Tensor
+    gradient_evaluations: torch.Tensor
+    labels: torch.Tensor
+    predictions: torch.Tensor
+    attack: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+    targets: torch.Tensor | None = None
+    seconds: float = 0.0
+
+    @property
+    def success_rate(self) -> float:
+        """Fraction of images on which the attack succeeded."""
+        return float(self.success.float().mean())
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """One JSON-ready dict per image (label, prediction, success, l2, linf, iterations, ...)."""
+        records = []
+        for i in range(len(self.success)):
+            records.append({
+                "attack": self.attack,
+                "label": int(self.labels[i]),
+                "target": None if self.targets is None else int(self.targets[i]),
+                "prediction": int(self.predictions[i]),
+                "success": bool(self.success[i]),
+                "l2": float(self.l2[i]),
+                "linf": float(self.linf[i]),
+                "iterations": int(self.iterations[i]),
+                "gradient_evaluations": int(self.gradient_evaluations[i]),
+            })
+        return records
+
+
+@dataclass
+class RunOutput:
+    """What :meth:`Attack.run` returns: raw adversarial images and per-image work counters."""
+
+    adversarial: torch.Tensor
+    iterations: torch.Tensor
+    gradient_evaluations: torch.Tensor
+
+
+class Attack:
+    """Base class: validation, pre-flight checks, 8-bit quantisation and measurement around :meth:`run`.
+
+    Args:
+        model: classifier mapping (B, C, H, W) images in [0, 1] to (B, K) logits, in eval mode.
+        quantize: round adversarial images to 256 levels (``round(255 x) / 255``) and measure success
+            and distortion after rounding, so that an example saved as PNG still fools the model.
+    """
+
+    name = "attack"
+    supports_targeted = True
+
+    def __init__(self, model: nn.Module, *, quantize: bool = True):
+        if not callable(model):
+            raise ModelError(f"model must be a callable torch module, got {type(model).__name__}.")
+        self.model = model
+        self.quantize = quantize
+
+    def parameters(self) -> dict[str, Any]:
+        """Parameters recorded with every result."""
+        return {"quantize": self.quantize}
+
+    def run(self, images: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None) -> RunOutput:
+        """Attack a validated batch; subclasses implement this. Must not modify ``images``."""
+        raise NotImplementedError
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor | None = None,
+                 targets: torch.Tensor | None = None) -> AttackResult:
+        """Attack a batch.
+
+        Args:
+            images: (B, C, H, W) clean images in [0, 1]. Never modified.
+            labels: (B,) true labels; None uses the model's predictions on ``images``.
+            targets: optional (B,) target classes for a targeted attack.
+
+        Returns:
+            An :class:`AttackResult`, measured after 8-bit quantisation when ``quantize`` is on.
+        """
+        start = time.perf_counter()
+        check_image_batch(images, "images")
+        self._check_model_device(images)
+        with torch.no_grad():
+            clean_logits = self.model(images)
+        num_classes = check_logits(clean_logits, len(images))
+        if labels is None:
+            labels = clean_logits.argmax(dim=1)
+        labels = check_labels(labels, len(images), num_classes, "labels", images.device)
+        if targets is not None:
+            if not self.supports_targeted:
+                raise ConfigError(f"{self.name} is untargeted only; call it without targets.")
+            targets = check_labels(targets, len(images), num_classes, "targets", images.device)
+        preflight(self.model, clean_logits)
+
+        output = self.run(images, labels, targets)
+        adversarial = output.adversarial.detach().clamp(0.0, 1.0)
+        if self.quantize:
+            adversarial = self.quantize_images(adversarial, images)
+        with torch.no_grad():
+            logits = self.model(adversarial)
+        difference = (adversarial - images).flatten(1)
+        return AttackResult(
+            adversarial=adversarial,
+            success=goal_reached(logits, labels, targets),
+            l2=difference.norm(dim=1),
+            linf=difference.abs().amax(dim=1),
+            iterations=output.iterations,
+            gradient_evaluations=output.gradient_evaluations,
+            labels=labels,
+            targets=targets,
+            predictions=logits.argmax(dim=1),
+            attack=self.name,
+            parameters=self.parameters(),
+            seconds=time.perf_counter() - start,
+        )
+
+    def quantize_images(self, adversarial: torch.Tensor, originals: torch.Tensor) -> torch.Tensor:
+        """Round to 8-bit levels (nearest); fixed-distortion attacks override this to keep their budget."""
+        return quantize_8bit(adversarial)
+
+    def _check_model_device(self, images: torch.Tensor) -> None:
+        if isinstance(self.model, nn.Module):
+            parameter = next(self.model.parameters(), None)
+            if parameter is not None and parameter.device != images.device:
+                raise ModelError(
+                    f"model is on {parameter.device} but images are on {images.device}; "
+                    "move one of them, e.g. model.to(images.device)."
+                )
+
+
+class FixedDistortionAttack(Attack):
+    """Attacks that target a distortion ``epsilon`` (section 2.1.1) in a given ``norm``."""
+
+    norm = "l2"
+
+    def __init__(self, model: nn.Module, epsilon: float, *, quantize: bool = True):
+        super().__init__(model, quantize=quantize)
+        if not isinstance(epsilon, (int, float)) or not epsilon > 0 or epsilon == float("inf"):
+            raise ConfigError(f"epsilon must be a finite number > 0; got {epsilon!r}.")
+        self.epsilon = float(epsilon)
+
+    def parameters(self) -> dict[str, Any]:
+        return {**super().parameters(), "epsilon": self.epsilon, "norm": self.norm}
+
+    def quantize_images(self, adversarial: torch.Tensor, originals: torch.Tensor) -> torch.Tensor:
+        """Nearest 8-bit rounding; where that would exceed ``epsilon``, round toward the original instead."""
+        return quantize_within_budget(adversarial, originals, self.epsilon, self.norm)
+
+
+class MinimizationAttack(Attack):
+    """Attacks that look for the smallest successful perturbation (sections 2.1.2 and 2.1.3)."""
+
+
+def quantize_8bit(images: torch.Tensor) -> torch.Tensor:
+    """``round(255 x) / 255``: the values an 8-bit PNG stores."""
+    return torch.round(images * 255.0) / 255.0
+
+
+def quantize_within_budget(adversarial: torch.Tensor, originals: torch.Tensor, epsilon: float,
+                           norm: str) -> torch.Tensor:
+    """8-bit rounding that keeps the distortion within ``epsilon`` when the originals are 8-bit.
+
+    Nearest rounding may push a perturbation past its budget by up to half a level per pixel. Rounding
+    toward the original never increases any pixel's deviation (when ``originals`` lie on the 8-bit
+    grid), so it is used where nearest rounding breaks the budget: per pixel for L-inf, per image for L2.
+    """
+    nearest = quantize_8bit(adversarial)
+    scaled = adversarial * 255.0
+    toward = torch.where(adversarial >= originals, torch.floor(scaled), torch.ceil(scaled)) / 255.0
+    toward = torch.where((toward - originals) * (adversarial - originals) < 0, originals, toward)
+    slack = 1e-6
+    if norm == "linf":
+        return torch.where((nearest - originals).abs() > epsilon + slack, toward, nearest)
+    over = (nearest - originals).flatten(1).norm(dim=1) > epsilon * (1 + slack)
+    return torch.where(over[:, None, None, None], toward, nearest)
+
+
+def check_logits(logits: torch.Tensor, batch: int) -> int:
+    """Check the model's output on the clean batch; return the number of classes K."""
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != batch:
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ModelError(f"model must return logits of shape (B, K) = ({batch}, K); got {shape}.")
+    if logits.shape[1] < 2:
+        raise ModelError("model returns a single score per image; attacks need K >= 2 class logits.")
+    if not bool(torch.isfinite(logits).all()):
+        raise ModelError("model returned NaN or inf logits on the clean images.")
+    return logits.shape[1]
+
+
+def check_labels(labels, batch: int, num_classes: int, name: str, device: torch.device) -> torch.Tensor:
+    """Return ``labels`` as a (B,) int64 tensor on ``device``; raise on wrong shape, dtype or range."""
+    labels = torch.as_tensor(labels, device=device)
+    if labels.dim() != 1 or labels.shape[0] != batch:
+        raise ShapeError(
+            f"{name} must have shape ({batch},), one class index per image; got {tuple(labels.shape)}."
+        )
+    if labels.is_floating_point() or labels.dtype == torch.bool:
+        raise InputError(f"{name} must be integer class indices, got dtype {labels.dtype}.")
+    labels = labels.long()
+    if bool(((labels < 0) | (labels >= num_classes)).any()):
+        raise InputError(
+            f"{name} must lie in [0, {num_classes - 1}] (the model has {num_classes} classes); "
+            f"got values in [{int(labels.min())}, {int(labels.max())}]."
+        )
+    return labels
+
+
+def preflight(model: nn.Module, clean_logits: torch.Tensor) -> None:
+    """Warn about a model in training mode and outputs that look like probabilities instead of logits."""
+    if isinstance(model, nn.Module) and model.training:
+        warnings.warn(
+            "model is in training mode (dropout/batch-norm behave differently); call model.eval() first.",
+            PreflightWarning,
+            stacklevel=3,
+        )
+    rows_sum_to_one = (clean_logits.sum(dim=1) - 1.0).abs().amax() < 1e-3
+    if bool((clean_logits >= 0).all()) and bool(rows_sum_to_one):
+        warnings.warn(
+            "model outputs look like probabilities (non-negative, rows sum to 1); attacks need logits: "
+            "remove the final softmax.",
+            PreflightWarning,
+            stacklevel=3,
+        )
+
+
+def warn_if_zero_gradients(gradient: torch.Tensor, active: torch.Tensor | None = None) -> None:
+    """Warn when the loss gradient is exactly zero for an image that is still being attacked."""
+    zero = gradient.flatten(1).abs().amax(dim=1) == 0
+    if active is not None:
+        zero = zero & active
+    if bool(zero.any()):
+        warnings.warn(
+            f"the loss gradient is exactly zero for {int(zero.sum())} image(s) on the first step: the model "
+            "may mask gradients (non-differentiable layers, saturated outputs); results may understate risk.",
+            PreflightWarning,
+            stacklevel=3,
+        )
+
+
+def input_gradient(model: nn.Module, images: torch.Tensor, loss_fn) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return the (B,) per-image losses and their gradient w.r.t. the (B, C, H, W) images."""
+    images = images.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(images)
+        losses = loss_fn(logits)
+        (gradient,) = torch.autograd.grad(losses.sum(), images)
+    return losses.detach(), gradient

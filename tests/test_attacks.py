@@ -1,0 +1,208 @@
+"""Attack table on a tiny model: bounds, budgets, honesty of success flags, batching, smoothness."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from attack_fixtures import blocky_images, tiny_classifier
+from smoothadv.attacks import (
+    ATTACKS,
+    FIXED_DISTORTION_ATTACKS,
+    CarliniWagnerL2,
+    make_attack,
+    margin_loss,
+    quantize_8bit,
+)
+from smoothadv.attacks.base import quantize_within_budget
+from smoothadv.errors import ConfigError, InputError, ModelError, PreflightWarning, RangeError, ShapeError
+from smoothadv.smoothing import Smoothing
+
+FAST = {
+    "cw": {"binary_search_steps": 3, "steps": 30},
+    "scw": {"binary_search_steps": 3, "steps": 30},
+    "pgd2": {"epsilon": 1.5},
+    "qpgd2": {"epsilon": 1.5},
+}
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_classifier()
+
+
+@pytest.fixture(scope="module")
+def images():
+    return blocky_images(batch=6)
+
+
+@pytest.fixture(scope="module")
+def results(model, images):
+    originals = images.clone()
+    out = {name: make_attack(name, model, **FAST.get(name, {}))(images) for name in ATTACKS}
+    assert torch.equal(images, originals), "an attack modified its input images"
+    return out
+
+
+@pytest.mark.parametrize("name", list(ATTACKS))
+class TestAttackTable:
+    def test_outputs_are_valid_8bit_images(self, results, images, name):
+        adversarial = results[name].adversarial
+        assert adversarial.shape == images.shape
+        assert adversarial.min() >= 0 and adversarial.max() <= 1
+        assert torch.allclose(adversarial * 255, torch.round(adversarial * 255), atol=1e-4)
+
+    def test_success_flags_agree_with_model(self, results, model, name):
+        result = results[name]
+        with torch.no_grad():
+            predictions = model(result.adversarial).argmax(dim=1)
+        assert torch.equal(predictions, result.predictions)
+        assert torch.equal(result.success, predictions != result.labels)
+
+    def test_distortions_are_measured_on_returned_images(self, results, images, name):
+        result = results[name]
+        difference = (result.adversarial - images).flatten(1)
+        assert torch.allclose(result.l2, difference.norm(dim=1))
+        assert torch.allclose(result.linf, difference.abs().amax(dim=1))
+
+    def test_fixed_distortion_attacks_respect_epsilon(self, results, name):
+        if name not in FIXED_DISTORTION_ATTACKS:
+            pytest.skip("minimisation attack: no budget")
+        result = results[name]
+        epsilon = result.parameters["epsilon"]
+        measured = result.linf if result.parameters["norm"] == "linf" else result.l2
+        assert bool((measured <= epsilon + 1e-5).all())
+
+    def test_batched_equals_per_image(self, model, images, results, name):
+        attack = make_attack(name, model, **FAST.get(name, {}))
+        for i in (0, 3):
+            single = attack(images[i:i + 1])
+            assert torch.allclose(single.adversarial[0], results[name].adversarial[i], atol=1.5 / 255)
+            assert bool(single.success[0]) == bool(results[name].success[i])
+
+    def test_records(self, results, name):
+        records = results[name].to_records()
+        assert len(records) == 6 and records[0]["attack"] == name
+        assert {"success", "l2", "linf", "iterations", "gradient_evaluations"} <= set(records[0])
+
+
+def test_strong_attacks_succeed_on_tiny_model(results):
+    for name in ("ifgsm", "pgd2", "cw", "scw", "deepfool"):
+        assert results[name].success_rate == 1.0, name
+
+
+def test_binary_search_lowers_distortion(model, images):
+    single = CarliniWagnerL2(model, binary_search_steps=1, steps=100, initial_constant=15.0)(images)
+    searched = CarliniWagnerL2(model, binary_search_steps=6, steps=100, initial_constant=15.0)(images)
+    both = single.success & searched.success
+    assert bool(both.any())
+    assert float(searched.l2[both].mean()) < 0.95 * float(single.l2[both].mean())
+    assert bool((searched.l2[both] <= single.l2[both] + 1e-6).all())
+
+
+def flat_region_roughness(perturbation: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
+    """Energy of perturbation differences across 4-neighbour edges where the guide is flat, relative to
+    the perturbation's energy: sum_{flat edges} (r_i - r_j)^2 / sum_i r_i^2, per image (lower = smoother)."""
+    rough = torch.zeros(len(perturbation))
+    for dim in (2, 3):
+        d_guide = guide.diff(dim=dim).abs()
+        d_pert = perturbation.diff(dim=dim)
+        rough += (d_pert.pow(2) * (d_guide < 1e-6)).flatten(1).sum(dim=1)
+    return rough / perturbation.flatten(1).pow(2).sum(dim=1).clamp_min(1e-12)
+
+
+def test_smooth_cw_is_smoother_on_flat_regions(results, images):
+    both = results["cw"].success & results["scw"].success
+    cw = flat_region_roughness(results["cw"].adversarial - images, images)[both]
+    scw = flat_region_roughness(results["scw"].adversarial - images, images)[both]
+    assert float(scw.mean()) < 0.5 * float(cw.mean())
+
+
+def test_qpgd2_is_pgd2_with_a_smoother(model, images):
+    smoothing = Smoothing(alpha=0.9)
+    via_name = make_attack("qpgd2", model, epsilon=1.5, smoothing=smoothing)(images)
+    via_pgd2 = make_attack("pgd2", model, epsilon=1.5, smoothing=smoothing)(images)
+    assert torch.equal(via_name.adversarial, via_pgd2.adversarial)
+
+
+def test_margin_loss_untargeted_and_targeted():
+    logits = torch.tensor([[3.0, 1.0, 0.0], [0.0, 2.0, 1.5]])
+    labels = torch.tensor([0, 1])
+    assert torch.allclose(margin_loss(logits, labels), torch.tensor([2.0, 0.5]))
+    assert torch.allclose(margin_loss(logits, labels, margin=1.0), torch.tensor([3.0, 1.5]))
+    targets = torch.tensor([1, 2])
+    assert torch.allclose(margin_loss(logits, labels, targets=targets), torch.tensor([2.0, 0.5]))
+
+
+def test_targeted_attack_reaches_target(model, images):
+    with torch.no_grad():
+        targets = (model(images).argmax(1) + 1) % 5
+    result = make_attack("pgd2", model, epsilon=3.0, steps=30)(images, targets=targets)
+    assert torch.equal(result.success, result.predictions == targets)
+    assert result.success_rate >= 0.5
+
+
+def test_quantize_within_budget_never_exceeds_epsilon():
+    generator = torch.Generator().manual_seed(1)
+    originals = quantize_8bit(torch.rand(4, 3, 8, 8, generator=generator))
+    adversarial = (originals + 0.05 * torch.randn(4, 3, 8, 8, generator=generator)).clamp(0, 1)
+    epsilon = float((adversarial - originals).abs().amax())
+    q = quantize_within_budget(adversarial, originals, epsilon, "linf")
+    assert float((q - originals).abs().amax()) <= epsilon + 1e-6
+    l2_eps = float((adversarial - originals).flatten(1).norm(dim=1).min())
+    projected = originals + (adversarial - originals) * (
+        l2_eps / (adversarial - originals).flatten(1).norm(dim=1))[:, None, None, None]
+    q2 = quantize_within_budget(projected, originals, l2_eps, "l2")
+    assert bool(((q2 - originals).flatten(1).norm(dim=1) <= l2_eps * (1 + 1e-6)).all())
+
+
+class TestPreflight:
+    def test_inputs_outside_unit_range(self, model, images):
+        with pytest.raises(RangeError):
+            make_attack("fgsm", model)(images * 2)
+
+    def test_labels_out_of_range(self, model, images):
+        with pytest.raises(InputError, match="lie in"):
+            make_attack("fgsm", model)(images, torch.full((6,), 7))
+
+    def test_labels_wrong_shape(self, model, images):
+        with pytest.raises(ShapeError):
+            make_attack("fgsm", model)(images, torch.zeros(5, dtype=torch.long))
+
+    def test_probabilities_warn(self, images):
+        softmax_model = torch.nn.Sequential(tiny_classifier(), torch.nn.Softmax(dim=1)).eval()
+        with pytest.warns(PreflightWarning, match="probabilities"):
+            make_attack("fgsm", softmax_model)(images)
+
+    def test_training_mode_warns(self, images):
+        with pytest.warns(PreflightWarning, match="training mode"):
+            make_attack("fgsm", tiny_classifier().train())(images)
+
+    def test_zero_gradients_warn(self, images):
+        class Constant(torch.nn.Module):
+            def forward(self, x):
+                return torch.tensor([[1.0, 0.0]]).repeat(len(x), 1) + 0 * x.sum()
+
+        with pytest.warns(PreflightWarning, match="gradient is exactly zero"):
+            make_attack("pgd2", Constant().eval())(images, torch.zeros(6, dtype=torch.long))
+
+    def test_no_warning_for_clean_model(self, model, images):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", PreflightWarning)
+            make_attack("fgsm", model)(images)
+
+    def test_bad_configuration(self, model):
+        with pytest.raises(ConfigError):
+            make_attack("nope", model)
+        with pytest.raises(ConfigError):
+            make_attack("pgd2", model, epsilon=-1.0)
+        with pytest.raises(ConfigError):
+            make_attack("cw", model, steps=0)
+        with pytest.raises(ConfigError):
+            make_attack("deepfool", model)(blocky_images(2), targets=torch.zeros(2, dtype=torch.long))
+
+    def test_model_must_return_logits(self, images):
+        with pytest.raises(ModelError):
+            make_attack("fgsm", torch.nn.Identity().eval())(images)
