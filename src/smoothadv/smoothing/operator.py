@@ -28,7 +28,7 @@ from smoothadv.smoothing.graph import CHANNEL_MODES, KERNELS, NEIGHBOUR_OFFSETS,
 from smoothadv.smoothing.solvers import CGSolver, DenseSolver, DirectSolver, LaplacianSolver
 
 SOLVERS = ("auto", "dense", "direct", "cg")
-#: Largest image (in pixels) for which ``solver="auto"`` precomputes a dense inverse (32 x 32).
+#: Largest image (in pixels) for which ``solver="auto"`` precomputes dense inverses on a GPU (32 x 32).
 DENSE_MAX_PIXELS = 1024
 #: Memory budget of the dense inverses of one batch under ``solver="auto"``.
 DENSE_MAX_BYTES = 2 * 1024**3
@@ -52,8 +52,8 @@ class Smoothing:
         channels: ``"per_channel"`` (each channel guides its own graph, the authors' experiments; the
             default because it reproduces their results and keeps each channel's edges) or ``"joint"``
             (one graph, Euclidean distance over channels, eq. 5 as written).
-        solver: ``"auto"`` (dense for images up to 32x32 pixels on CPU, direct for larger ones on CPU,
-            cg on other devices), ``"dense"``, ``"direct"`` or ``"cg"``.
+        solver: ``"auto"`` (direct on CPU; on GPU dense for images up to 32x32 pixels, else cg),
+            ``"dense"``, ``"direct"`` or ``"cg"``.
         cg_tol: relative residual at which CG stops.
         cg_maxiter: CG iteration cap (a warning reports the residual when it is reached).
     """
@@ -90,18 +90,24 @@ class Smoothing:
 
 
 def choose_solver(config: Smoothing, guide: torch.Tensor) -> str:
-    """Solver used for ``guide`` under ``config`` (resolves ``"auto"``)."""
+    """Solver used for ``guide`` under ``config`` (resolves ``"auto"``).
+
+    On CPU the sparse factorisation wins at every size we measured: for 100 MNIST guides it sets up in
+    0.27 s and smooths forward+backward in 0.023 s, against 11.5 s and 0.25 s for dense inverses (a dense
+    product reads n^2 entries per image and is memory-bound). On a GPU, dense inverses of small images
+    are one batched product; larger images use matrix-free CG there.
+    """
     if config.solver != "auto":
         return config.solver
-    if guide.device.type != "cpu":
-        return "cg"
+    if guide.device.type == "cpu":
+        return "direct"
     batch, channels, height, width = guide.shape
     groups = channels if config.channels == "per_channel" else 1
     pixels = height * width
     dense_bytes = batch * groups * pixels * pixels * guide.element_size()
     if pixels <= DENSE_MAX_PIXELS and dense_bytes <= DENSE_MAX_BYTES:
         return "dense"
-    return "direct"
+    return "cg"
 
 
 class GuidedSmoother:
