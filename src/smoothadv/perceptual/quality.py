@@ -1,0 +1,92 @@
+"""Classical full-reference scores (PSNR, SSIM from scikit-image) and a combined report with MAD.
+
+PSNR and SSIM are computed by ``skimage.metrics`` on the 8-bit images (colour kept as colour, data range
+255). SSIM uses the settings of Wang et al. (2004): Gaussian weights with sigma 1.5 and population
+covariances. MAD is computed on the grey image as in its original release (see :mod:`.mad`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from smoothadv.errors import ShapeError
+from smoothadv.perceptual._inputs import to_uint8_array
+from smoothadv.perceptual.mad import MadResult, mad
+
+
+def psnr(reference, distorted) -> float:
+    """Peak signal-to-noise ratio in dB of two 8-bit images (``inf`` when identical).
+
+    Args:
+        reference, distorted: file paths, arrays or tensors (see :func:`smoothadv.perceptual.mad`).
+    """
+    ref, dst = _pair(reference, distorted)
+    if np.array_equal(ref, dst):
+        return math.inf
+    return float(peak_signal_noise_ratio(ref, dst, data_range=255))
+
+
+def ssim(reference, distorted) -> float:
+    """Structural similarity (Wang et al. 2004 settings) of two 8-bit images; 1 when identical.
+
+    Args:
+        reference, distorted: file paths, arrays or tensors; colour images are compared per channel
+            and averaged. Both sides must be at least 7 pixels.
+    """
+    ref, dst = _pair(reference, distorted)
+    if min(ref.shape[:2]) < 7:
+        raise ShapeError(f"SSIM needs images of at least 7x7 pixels, got {ref.shape[0]}x{ref.shape[1]}.")
+    return float(
+        structural_similarity(
+            ref,
+            dst,
+            data_range=255,
+            channel_axis=-1 if ref.ndim == 3 else None,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+        )
+    )
+
+
+def _pair(reference, distorted) -> tuple[np.ndarray, np.ndarray]:
+    ref = to_uint8_array(reference, "reference")
+    dst = to_uint8_array(distorted, "distorted")
+    if ref.ndim != dst.ndim:
+        # One grey, one colour: compare colour with the grey image repeated.
+        ref, dst = (np.repeat(a[..., None], 3, axis=2) if a.ndim == 2 else a for a in (ref, dst))
+    if ref.shape != dst.shape:
+        raise ShapeError(
+            f"reference has shape {ref.shape} but distorted has shape {dst.shape}; "
+            "they must be the same size."
+        )
+    return ref, dst
+
+
+@dataclass(frozen=True)
+class QualityReport:
+    """MAD with its two stages, plus PSNR (dB; ``inf`` for identical images) and SSIM."""
+
+    mad: MadResult
+    psnr: float
+    ssim: float
+
+    def to_dict(self) -> dict:
+        """Flat JSON-ready dict; an infinite PSNR becomes None (JSON has no infinity)."""
+        return {
+            **self.mad.to_dict(),
+            "psnr": None if math.isinf(self.psnr) else self.psnr,
+            "ssim": self.ssim,
+        }
+
+
+def quality_report(reference, distorted, *, scale: str = "2011") -> QualityReport:
+    """MAD (on ``scale``), PSNR and SSIM of one image pair (paths, arrays or tensors)."""
+    ref = to_uint8_array(reference, "reference")
+    dst = to_uint8_array(distorted, "distorted")
+    mad_result = mad(ref, dst, scale=scale)
+    return QualityReport(mad=mad_result, psnr=psnr(ref, dst), ssim=ssim(ref, dst))
