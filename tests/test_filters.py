@@ -99,6 +99,27 @@ def test_gradcheck_float64():
     )
 
 
+def test_gradcheck_per_channel_with_single_channel_guide_and_memoryless_backward():
+    gen = torch.Generator().manual_seed(6)
+    image = torch.rand(2, 3, 4, 5, dtype=torch.float64, generator=gen).requires_grad_()
+    guide = torch.rand(2, 1, 4, 5, dtype=torch.float64, generator=gen).requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda x, g: bilateral_filter(
+            x, spatial_sigma=1.5, range_sigma=0.25, radius=2, guide=g, joint_range=False
+        ),
+        (image, guide),
+    )
+    # Gradient through the guide only (image constant) and through the image only.
+    assert torch.autograd.gradcheck(
+        lambda g: bilateral_filter(image.detach(), spatial_sigma=1.0, range_sigma=0.3, radius=1, guide=g),
+        (guide,),
+    )
+    assert torch.autograd.gradcheck(
+        lambda x: bilateral_filter(x, spatial_sigma=1.0, range_sigma=0.3, radius=1, guide=guide.detach()),
+        (image,),
+    )
+
+
 def test_module_dtype_and_batch_independence():
     module = BilateralFilter(0.5, 0.2, radius=5, joint_range=False)
     assert "radius=5" in repr(module)

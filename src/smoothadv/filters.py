@@ -119,42 +119,94 @@ def _half_offsets(radius: int, height: int, width: int) -> list[tuple[int, int]]
     return offsets
 
 
-def _bilateral(
-    image: torch.Tensor,
-    guide: torch.Tensor,
-    spatial_sigma: float,
-    range_sigma: float,
-    radius: int,
-    joint_range: bool,
-) -> torch.Tensor:
-    _, channels, height, width = image.shape
+def _pairs(radius: int, height: int, width: int):
+    """For each half-plane offset d: (dy, dx, p-slices, q-slices) of the pixel pairs (p, q = p + d)."""
+    for dy, dx in _half_offsets(radius, height, width):
+        p_index = (..., slice(0, height - dy), slice(max(0, -dx), width - max(0, dx)))
+        q_index = (..., slice(dy, height), slice(max(0, dx), width - max(0, -dx)))
+        yield dy, dx, p_index, q_index
+
+
+def _pair_weight(guide, p_index, q_index, dy, dx, inv_two_sr2, inv_two_ss2, joint_range):
+    """Weights s(d) r(g_p, g_q) of the pairs of one offset, and the guide difference g_p - g_q."""
+    diff = guide[p_index] - guide[q_index]
+    distance = diff * diff
+    if joint_range:
+        distance = distance.sum(dim=1, keepdim=True)
+    # The spatial weight folded into the exponent: exp(-|d|^2 / 2ss^2 - dist / 2sr^2).
+    return torch.exp(distance * -inv_two_sr2 - (dy * dy + dx * dx) * inv_two_ss2), diff
+
+
+def _forward(image, guide, spatial_sigma, range_sigma, radius, joint_range):
+    """The filter without autograd: returns the output and the weight sums (denominators)."""
+    batch, channels, height, width = image.shape
     inv_two_sr2 = 1.0 / (2.0 * range_sigma**2)
     inv_two_ss2 = 1.0 / (2.0 * spatial_sigma**2)
     # The centre pixel has weight s(0) r(0) = 1 in every case.
     numerator = image.clone()
     weight_channels = 1 if joint_range else max(channels, guide.shape[1])
-    denominator = torch.ones(
-        (image.shape[0], weight_channels, height, width), dtype=image.dtype, device=image.device
-    )
-    for dy, dx in _half_offsets(radius, height, width):
-        # Pairs (p, q = p + d): p ranges over rows/cols where both p and q are inside the image.
-        p_rows = slice(0, height - dy)
-        q_rows = slice(dy, height)
-        p_cols = slice(max(0, -dx), width - max(0, dx))
-        q_cols = slice(max(0, dx), width - max(0, -dx))
-        diff = guide[:, :, p_rows, p_cols] - guide[:, :, q_rows, q_cols]
-        distance = diff * diff
-        if joint_range:
-            distance = distance.sum(dim=1, keepdim=True)
-        # Fold the spatial weight into the exponent: exp(-|d|^2 / 2ss^2 - dist / 2sr^2).
-        weight = torch.exp(distance * -inv_two_sr2 - (dy * dy + dx * dx) * inv_two_ss2)
-        x_p = image[:, :, p_rows, p_cols]
-        x_q = image[:, :, q_rows, q_cols]
-        numerator[:, :, p_rows, p_cols].addcmul_(weight, x_q)
-        numerator[:, :, q_rows, q_cols].addcmul_(weight, x_p)
-        denominator[:, :, p_rows, p_cols].add_(weight)
-        denominator[:, :, q_rows, q_cols].add_(weight)
-    return numerator / denominator
+    denominator = torch.ones((batch, weight_channels, height, width), dtype=image.dtype, device=image.device)
+    for dy, dx, p_index, q_index in _pairs(radius, height, width):
+        weight, _ = _pair_weight(guide, p_index, q_index, dy, dx, inv_two_sr2, inv_two_ss2, joint_range)
+        numerator[p_index].addcmul_(weight, image[q_index])
+        numerator[q_index].addcmul_(weight, image[p_index])
+        denominator[p_index].add_(weight)
+        denominator[q_index].add_(weight)
+    return numerator / denominator, denominator
+
+
+class _BilateralFunction(torch.autograd.Function):
+    """Bilateral filter with a hand-written backward that recomputes the weights offset by offset.
+
+    With ``y_p = N_p / D_p``, ``N_p = sum_q w_pq x_q``, ``D_p = sum_q w_pq`` and upstream gradient ``G``:
+    ``dL/dN_p = A_p = G_p / D_p`` and ``dL/dD_p = B_p = -G_p y_p / D_p`` (summed over the channels that
+    share one weight). As ``w_pq = w_qp``, ``dL/dx_q = sum_p w_pq A_p`` (the same filter applied to ``A``)
+    and each unordered pair has ``dL/dw_pq = A_p x_q + A_q x_p + B_p + B_q``, which reaches the guide
+    through ``dw_pq / dg_p = -w_pq (g_p - g_q) / range_sigma^2``. Memory stays a few image-sized buffers.
+    """
+
+    @staticmethod
+    def forward(ctx, image, guide, spatial_sigma, range_sigma, radius, joint_range):
+        output, denominator = _forward(image, guide, spatial_sigma, range_sigma, radius, joint_range)
+        ctx.save_for_backward(image, guide, output, denominator)
+        ctx.settings = (spatial_sigma, range_sigma, radius, joint_range)
+        return output
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output):
+        image, guide, output, denominator = ctx.saved_tensors
+        spatial_sigma, range_sigma, radius, joint_range = ctx.settings
+        need_image, need_guide = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        _, _, height, width = image.shape
+        inv_two_sr2 = 1.0 / (2.0 * range_sigma**2)
+        inv_two_ss2 = 1.0 / (2.0 * spatial_sigma**2)
+        a = grad_output / denominator
+        b = -(grad_output * output) / denominator
+        grad_image = a.clone() if need_image else None
+        grad_guide = torch.zeros_like(guide) if need_guide else None
+        for dy, dx, p_index, q_index in _pairs(radius, height, width):
+            weight, diff = _pair_weight(
+                guide, p_index, q_index, dy, dx, inv_two_sr2, inv_two_ss2, joint_range
+            )
+            if need_image:
+                grad_image[p_index].addcmul_(weight, a[q_index])
+                grad_image[q_index].addcmul_(weight, a[p_index])
+            if need_guide:
+                coef = a[p_index] * image[q_index] + a[q_index] * image[p_index] + b[p_index] + b[q_index]
+                if coef.shape[1] != weight.shape[1]:  # one weight shared by several channels
+                    coef = coef.sum(dim=1, keepdim=True)
+                step = (coef * weight * (2.0 * inv_two_sr2)) * diff
+                grad_guide[p_index].sub_(step)
+                grad_guide[q_index].add_(step)
+        return grad_image, grad_guide, None, None, None, None
+
+
+def _bilateral(image, guide, spatial_sigma, range_sigma, radius, joint_range) -> torch.Tensor:
+    if torch.is_grad_enabled() and (image.requires_grad or guide.requires_grad):
+        return _BilateralFunction.apply(image, guide, spatial_sigma, range_sigma, radius, joint_range)
+    with torch.no_grad():
+        return _forward(image, guide, spatial_sigma, range_sigma, radius, joint_range)[0]
 
 
 class BilateralFilter(nn.Module):
