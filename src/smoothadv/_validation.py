@@ -24,7 +24,9 @@ def check_image_batch(images: torch.Tensor, name: str = "images", *, check_range
             "add a batch dimension with images.unsqueeze(0) for a single image."
         )
     if images.numel() == 0:
-        raise ShapeError(f"{name} is empty (shape {tuple(images.shape)}); every dimension must be at least 1.")
+        raise ShapeError(
+            f"{name} is empty (shape {tuple(images.shape)}); every dimension must be at least 1."
+        )
     if not images.is_floating_point():
         raise InputError(
             f"{name} must be a floating-point tensor with values in [0, 1], got dtype {images.dtype}; "
@@ -46,8 +48,9 @@ def check_finite(tensor: torch.Tensor, name: str) -> None:
         raise NonFiniteError(f"{name} contains NaN or inf values; check the code that produced it.")
 
 
-def check_same_shape(tensor: torch.Tensor, expected: tuple[int, ...], name: str, reference_name: str) -> None:
-    """Raise :class:`ShapeError` unless ``tensor`` has exactly the shape ``expected`` (of ``reference_name``)."""
+def check_same_shape(tensor: torch.Tensor, expected: tuple[int, ...], name: str,
+                     reference_name: str) -> None:
+    """Raise :class:`ShapeError` unless ``tensor`` has the shape ``expected`` (of ``reference_name``)."""
     if tuple(tensor.shape) != tuple(expected):
         raise ShapeError(
             f"{name} has shape {tuple(tensor.shape)} but {reference_name} has shape "

@@ -37,10 +37,7 @@ def load_image(path: str | Path, *, mode: str | None = "RGB") -> torch.Tensor:
             array = np.asarray(image, dtype=np.float32) / 255.0
     except (UnidentifiedImageError, OSError) as error:
         raise DataError(f"cannot read {path} as an image ({error}); give a PNG or JPEG file.") from error
-    if array.ndim == 2:
-        array = array[None]
-    else:
-        array = array.transpose(2, 0, 1)
+    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
     return torch.from_numpy(np.ascontiguousarray(array))
 
 
