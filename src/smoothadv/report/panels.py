@@ -1,0 +1,138 @@
+"""Worst-case panels (like the paper's Figs. 2 and 3): original, adversarial and amplified perturbation."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import torch
+
+from smoothadv.evaluation.metrics import ImageOutcome, image_outcomes
+from smoothadv.evaluation.runner import load_adversarial
+from smoothadv.report.tables import ATTACK_LABELS
+
+
+def worst_cases(records: Iterable[dict], model: str, attacks: Sequence[str], count: int = 3) -> list[str]:
+    """Ids of the ``count`` images that cost the attacks most.
+
+    Images on which more of ``attacks`` succeed come first (so the panel compares attacks on the same
+    image); among those, the largest L2 distortion over the attacks ranks first.
+    """
+    records = list(records)
+    per_image: dict[str, list[ImageOutcome]] = {}
+    for attack in attacks:
+        for outcome in image_outcomes(records, model, attack):
+            per_image.setdefault(outcome.image_id, []).append(outcome)
+
+    def rank(image_id: str) -> tuple[int, float]:
+        wins = [o for o in per_image[image_id] if o.success]
+        return (len(wins), max((o.l2 for o in wins), default=0.0))
+
+    ranked = sorted((i for i in per_image if rank(i)[0] > 0), key=rank, reverse=True)
+    return ranked[:count]
+
+
+def worst_case_panel(
+    records: Iterable[dict],
+    out_dir: str | Path,
+    originals: dict[str, torch.Tensor],
+    model: str,
+    attacks: Sequence[str],
+    path: str | Path | None,
+    *,
+    image_ids: Sequence[str] | None = None,
+    count: int = 3,
+    tile_inches: float = 1.6,
+    dpi: int = 110,
+) -> tuple[bytes, list[str]]:
+    """Draw, for each chosen image, a row of adversarial images and a row of amplified perturbations.
+
+    Columns: the original, then one per attack. Under each adversarial image, its perturbation
+    ``r = x_a - x_o`` shown as ``0.5 + g * r`` with one gain ``g = 0.5 / max |r|`` per image, shared by
+    all attacks of that image (so their strengths stay comparable). Failed attacks leave an empty tile.
+
+    Args:
+        records: per-image records. out_dir: the evaluation folder (saved adversarial images).
+        originals: image id -> (C, H, W) original in [0, 1] (at least for the chosen images).
+        model: model whose successes are shown. attacks: columns, in order.
+        path: PNG to write, or None. image_ids: images to show (default :func:`worst_cases`).
+        count: how many images when choosing. tile_inches, dpi: size and resolution.
+
+    Returns:
+        (PNG bytes, ids of the images shown); empty bytes when no attack succeeded.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    records = list(records)
+    attacks = list(attacks)
+    chosen = list(image_ids) if image_ids is not None else worst_cases(records, model, attacks, count)
+    if not chosen:
+        return b"", []
+    outcomes = {a: {o.image_id: o for o in image_outcomes(records, model, a)} for a in attacks}
+    columns = 1 + len(attacks)
+    figure = Figure(figsize=(tile_inches * columns, (tile_inches + 0.35) * 2 * len(chosen)))
+    FigureCanvasAgg(figure)
+    for row, image_id in enumerate(chosen):
+        original = originals[image_id].float().cpu()
+        adversarials: dict[str, torch.Tensor] = {}
+        for attack in attacks:
+            outcome = outcomes[attack].get(image_id)
+            if outcome is not None and outcome.success and outcome.batch:
+                image = load_adversarial(out_dir, outcome.batch, image_id)
+                if image is not None:
+                    adversarials[attack] = image
+        peak = max([float((a - original).abs().max()) for a in adversarials.values()] + [1e-12])
+        gain = 0.5 / peak
+        _tile(figure, 2 * len(chosen), columns, 2 * row * columns + 1, original, f"original\n{image_id}")
+        _tile(
+            figure, 2 * len(chosen), columns, (2 * row + 1) * columns + 1, None, f"perturbation\nx{gain:.1f}"
+        )
+        for col, attack in enumerate(attacks, start=2):
+            label = ATTACK_LABELS.get(attack, attack)
+            if attack in adversarials:
+                outcome = outcomes[attack][image_id]
+                adversarial = adversarials[attack]
+                _tile(
+                    figure,
+                    2 * len(chosen),
+                    columns,
+                    2 * row * columns + col,
+                    adversarial,
+                    f"{label}\nD={outcome.l2:.2f}",
+                )
+                _tile(
+                    figure,
+                    2 * len(chosen),
+                    columns,
+                    (2 * row + 1) * columns + col,
+                    (0.5 + gain * (adversarial - original)).clamp(0, 1),
+                    "",
+                )
+            else:
+                _tile(figure, 2 * len(chosen), columns, 2 * row * columns + col, None, f"{label}\nfailed")
+                _tile(figure, 2 * len(chosen), columns, (2 * row + 1) * columns + col, None, "")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    data = buffer.getvalue()
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return data, chosen
+
+
+def _tile(figure, rows: int, columns: int, index: int, image: torch.Tensor | None, title: str) -> None:
+    axes = figure.add_subplot(rows, columns, index)
+    axes.set_axis_off()
+    if title:
+        axes.set_title(title, fontsize=7)
+    if image is None:
+        return
+    array = image.detach().float().clamp(0, 1)
+    if array.shape[0] == 1:
+        axes.imshow(array[0].numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    else:
+        axes.imshow(array.permute(1, 2, 0).numpy(), interpolation="nearest")
