@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import warnings
 from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import scipy.sparse
@@ -142,33 +143,60 @@ class DenseSolver(LaplacianSolver):
 
 
 class DirectSolver(LaplacianSolver):
-    """Sparse LU factorisation once per graph (SciPy SuperLU, float64), exact solves afterwards."""
+    """Sparse LU factorisation once per graph (SciPy SuperLU, float64), exact solves afterwards.
+
+    The B x G independent factorisations and solves run on up to ``torch.get_num_threads()`` threads
+    (SuperLU releases the GIL), so the per-channel graphs of a colour image are handled in parallel.
+    """
 
     name = "direct"
 
     def __init__(self, graph: PixelGraph, alpha: float):
         super().__init__(graph, alpha)
-        self.factors = [
-            [
-                scipy.sparse.linalg.splu(
-                    matrix, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options={"SymmetricMode": True}
-                )
-                for matrix in per_image
-            ]
-            for per_image in assemble_sparse(graph, alpha)
-        ]
+        matrices = assemble_sparse(graph, alpha)
+        groups = len(matrices[0])
+        factors = _thread_map(_factorize, [matrix for per_image in matrices for matrix in per_image])
+        self.factors = [factors[b * groups : (b + 1) * groups] for b in range(len(matrices))]
 
     def solve(self, rhs: torch.Tensor) -> torch.Tensor:
         batch, channels, height, width = rhs.shape
-        flat = rhs.detach().to("cpu", torch.float64).reshape(batch, channels, height * width).numpy()
+        # dtype conversions in NumPy (one thread): as torch ops they are parallel regions whose start-up
+        # dominates on a busy CPU, for a few hundred thousand values
+        host = rhs.detach().cpu().reshape(batch, channels, height * width).numpy()
+        flat = host.astype(np.float64, copy=False)
         out = np.empty_like(flat)
+        # one task per system: (factor, image, channels); a shared graph takes all channels at once
+        tasks = []
         for b, factors in enumerate(self.factors):
-            if len(factors) == 1:  # shared graph: all channels are right-hand sides of one system
-                out[b] = factors[0].solve(np.ascontiguousarray(flat[b].T)).T
+            if len(factors) == 1:
+                tasks.append((factors[0], b, slice(None)))
             else:
-                for c, factor in enumerate(factors):
-                    out[b, c] = factor.solve(flat[b, c])
-        return torch.from_numpy(out).reshape(rhs.shape).to(device=rhs.device, dtype=rhs.dtype)
+                tasks.extend((factor, b, c) for c, factor in enumerate(factors))
+
+        def run(task):
+            factor, b, c = task
+            # (n,) or (n, C) right-hand sides; the transpose of a C-ordered (C, n) block is the
+            # Fortran-ordered array SuperLU works on, so no extra copy is made
+            out[b, c] = factor.solve(flat[b, c].T).T
+
+        _thread_map(run, tasks)
+        return torch.from_numpy(out.astype(host.dtype, copy=False)).reshape(rhs.shape).to(rhs.device)
+
+
+def _factorize(matrix: scipy.sparse.csc_matrix):
+    """SuperLU factorisation of a symmetric positive definite matrix (no pivoting needed)."""
+    return scipy.sparse.linalg.splu(
+        matrix, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options={"SymmetricMode": True}
+    )
+
+
+def _thread_map(function, items: list) -> list:
+    """``[function(item) for item in items]`` on up to ``torch.get_num_threads()`` threads."""
+    workers = min(len(items), torch.get_num_threads())
+    if workers <= 1:
+        return [function(item) for item in items]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(function, items))
 
 
 class CGSolver(LaplacianSolver):
