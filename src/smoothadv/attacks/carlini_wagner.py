@@ -12,10 +12,12 @@ optimised variable maps to the image:
 
 Binary search (Carlini & Wagner 2017): after each outer step, an image that succeeded sets an upper bound
 on ``c`` and an image that failed a lower bound; ``c`` moves to the midpoint once both bounds exist, and
-is multiplied by 10 while no success has been seen. Early abort: once every image has succeeded in an inner
-loop, it stops after a tenth of the iterations in which no image found a less distorted success.
-(Carlini & Wagner stop when the objective stops decreasing; with the paper's learning rate of 0.1 the
-first iterates overshoot and that rule stops after two tenths, far from the optimum.)
+is multiplied by 10 while no success has been seen.
+
+Early abort, per image: an image that has succeeded in an inner loop leaves it after a tenth of the
+iterations without a less distorted success, and the model then runs on the remaining images only.
+(Carlini & Wagner stop the whole batch when the objective stops decreasing; with the paper's learning
+rate of 0.1 the first iterates overshoot and that rule stops after two tenths, far from the optimum.)
 """
 
 from __future__ import annotations
@@ -131,63 +133,98 @@ class CarliniWagnerL2(MinimizationAttack):
         abort_window = max(self.steps // 10, 1)
 
         for _ in range(self.binary_search_steps):
-            variable = parametrization.initial().requires_grad_(True)
-            optimizer = torch.optim.Adam([variable], lr=self.learning_rate)
+            variable = parametrization.initial()
+            optimizer = _PerImageAdam(variable, self.learning_rate)
             succeeded = torch.zeros(batch, dtype=torch.bool, device=device)
+            active = torch.ones(batch, dtype=torch.bool, device=device)
             improved_in_window = torch.zeros(batch, dtype=torch.bool, device=device)
             for step in range(self.steps):
+                index = active.nonzero()[:, 0]
+                if len(index) == 0:
+                    break
+                # The smoothing runs on the whole batch (cheap); the model only on the active images.
                 with torch.enable_grad():
+                    variable.requires_grad_(True)
                     adversarial, perturbation = parametrization.image_and_perturbation(variable)
+                    adversarial, perturbation = adversarial[index], perturbation[index]
                     logits = self.model(adversarial)
+                    target_subset = None if targets is None else targets[index]
                     distortion = perturbation.flatten(1).pow(2).sum(dim=1)
-                    classification = margin_loss(logits, labels, margin=self.margin, targets=targets)
-                    objective = (distortion + constant * classification).sum()
-                    optimizer.zero_grad(set_to_none=True)
-                    objective.backward()
+                    classification = margin_loss(logits, labels[index], margin=self.margin,
+                                                 targets=target_subset)
+                    objective = (distortion + constant[index] * classification).sum()
+                    (gradient,) = torch.autograd.grad(objective, variable)
+                variable = variable.detach()
                 if step == 0 and iterations.sum() == 0:
-                    warn_if_zero_gradients(variable.grad, active=classification.detach() > 0)
-                optimizer.step()
-                iterations += 1
+                    warn_if_zero_gradients(gradient[index], active=classification.detach() > 0)
+                optimizer.step(variable, gradient, index)
+                iterations[index] += 1
                 with torch.no_grad():
-                    improved = self._record(adversarial.detach(), logits.detach(), images, labels, targets,
-                                            best, best_l2)
-                    improved_in_window |= improved[0]
-                    succeeded |= improved[1]
+                    improved, success = self._record(adversarial.detach(), logits.detach(), index, images,
+                                                     labels, targets, best, best_l2)
+                    improved_in_window[index] |= improved
+                    succeeded[index] |= success
                 if self.abort_early and (step + 1) % abort_window == 0:
-                    if bool(succeeded.all()) and not bool(improved_in_window.any()):
-                        break
+                    active &= ~(succeeded & ~improved_in_window)
                     improved_in_window.zero_()
             lower, upper, constant = _update_constants(succeeded, constant, lower, upper)
         return RunOutput(adversarial=best, iterations=iterations, gradient_evaluations=iterations.clone())
 
-    def _record(self, adversarial, logits, images, labels, targets, best, best_l2):
+    def _record(self, adversarial, logits, index, images, labels, targets, best, best_l2):
         """Keep, per image, the least distorted successful iterate (checked after 8-bit rounding if on).
 
+        Args:
+            adversarial, logits: iterates and logits of the images ``index`` of the batch.
+
         Returns:
-            (improved, succeeded): (B,) masks of images whose best changed / whose iterate succeeded
-            (after rounding, for the images whose rounded iterate was checked).
+            (improved, succeeded): masks over ``index``: the best changed / the iterate succeeded (after
+            rounding, for the images whose rounded iterate was checked).
         """
-        l2 = (adversarial - images).flatten(1).norm(dim=1)
-        succeeded = goal_reached(logits, labels, targets)
-        candidates = succeeded & (l2 < best_l2)
+        originals = images[index]
+        target_subset = None if targets is None else targets[index]
+        l2 = (adversarial - originals).flatten(1).norm(dim=1)
+        succeeded = goal_reached(logits, labels[index], target_subset)
+        candidates = succeeded & (l2 < best_l2[index])
         if self.quantize and bool(candidates.any()):
-            index = candidates.nonzero()[:, 0]
-            rounded = quantize_8bit(adversarial[index])
-            target_subset = None if targets is None else targets[index]
-            still = goal_reached(self.model(rounded), labels[index], target_subset)
-            rounded_l2 = (rounded - images[index]).flatten(1).norm(dim=1)
-            keep = still & (rounded_l2 < best_l2[index])
-            succeeded = succeeded.clone()
-            succeeded[index] = still
-            candidates = torch.zeros_like(candidates)
-            candidates[index[keep]] = True
-            adversarial = adversarial.clone()
-            adversarial[index] = rounded
-            l2 = l2.clone()
-            l2[index] = rounded_l2
-        best[candidates] = adversarial[candidates]
-        best_l2[candidates] = l2[candidates]
+            rows = candidates.nonzero()[:, 0]
+            rounded = quantize_8bit(adversarial[rows])
+            subset_targets = None if target_subset is None else target_subset[rows]
+            still = goal_reached(self.model(rounded), labels[index[rows]], subset_targets)
+            rounded_l2 = (rounded - originals[rows]).flatten(1).norm(dim=1)
+            adversarial, l2, succeeded = adversarial.clone(), l2.clone(), succeeded.clone()
+            adversarial[rows], l2[rows], succeeded[rows] = rounded, rounded_l2, still
+            candidates = succeeded & (l2 < best_l2[index])
+        chosen = index[candidates]
+        best[chosen] = adversarial[candidates]
+        best_l2[chosen] = l2[candidates]
         return candidates, succeeded
+
+
+class _PerImageAdam:
+    """Adam (Kingma & Ba 2015) with a step count per image, updating only the images it is given.
+
+    ``torch.optim.Adam`` shares one step count and moves every image (its moments keep moving frozen
+    ones); per-image state lets images that have stopped leave the batch.
+    """
+
+    def __init__(self, variable: torch.Tensor, learning_rate: float, betas=(0.9, 0.999), eps: float = 1e-8):
+        self.learning_rate, self.betas, self.eps = learning_rate, betas, eps
+        self.first = torch.zeros_like(variable)
+        self.second = torch.zeros_like(variable)
+        self.steps = torch.zeros(len(variable), dtype=variable.dtype, device=variable.device)
+
+    def step(self, variable: torch.Tensor, gradient: torch.Tensor, index: torch.Tensor) -> None:
+        """Update ``variable[index]`` in place from ``gradient[index]``."""
+        beta1, beta2 = self.betas
+        g = gradient[index]
+        self.first[index] = beta1 * self.first[index] + (1 - beta1) * g
+        self.second[index] = beta2 * self.second[index] + (1 - beta2) * g * g
+        self.steps[index] += 1
+        shape = (-1,) + (1,) * (variable.dim() - 1)
+        correction1 = (1 - beta1 ** self.steps[index]).view(shape)
+        correction2 = (1 - beta2 ** self.steps[index]).view(shape)
+        update = (self.first[index] / correction1) / ((self.second[index] / correction2).sqrt() + self.eps)
+        variable[index] -= self.learning_rate * update
 
 
 def _update_constants(succeeded, constant, lower, upper):
