@@ -408,3 +408,18 @@ def test_default_datasets():
     assert photos.image_shape == (3, 260, 260) and len(photos) == 2
     with pytest.raises(ModelError, match="known models"):
         default_dataset_for("resnet")
+
+
+@pytest.mark.slow
+def test_idx_files_give_the_same_mnist_as_the_pickle(tmp_path):
+    """Written from the pickle as standard IDX files, MNIST reloads identically (split and scaling)."""
+    full = load_mnist("train+valid")
+    test = load_mnist("test")
+    for prefix, data in (("train", full), ("t10k", test)):
+        pixels = (data.images[:, 0] * 255).round().to(torch.uint8).numpy()
+        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", pixels, compress=True)
+        _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte", data.labels.numpy().astype(np.uint8))
+    for split in ("train", "valid", "test"):
+        from_idx, from_pickle = load_mnist(split, path=tmp_path), load_mnist(split)
+        assert torch.equal(from_idx.images, from_pickle.images)
+        assert torch.equal(from_idx.labels, from_pickle.labels)
