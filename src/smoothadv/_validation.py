@@ -34,7 +34,7 @@ def check_image_batch(images: torch.Tensor, name: str = "images", *, check_range
         )
     check_finite(images, name)
     if check_range:
-        lo, hi = float(images.min()), float(images.max())
+        lo, hi = float(images.detach().min()), float(images.detach().max())
         if lo < 0.0 or hi > 1.0:
             raise RangeError(
                 f"{name} must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]; "
