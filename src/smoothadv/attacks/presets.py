@@ -18,34 +18,36 @@ from typing import Any
 
 from smoothadv.smoothing import Smoothing
 
+
+def _preset(smoothing: Smoothing, *, linf_epsilon: float, cw_margin: float, cw_constant: float,
+            linf_grid: list[float], l2_grid: list[float]) -> dict[str, Any]:
+    """One dataset's parameters; C&W and sC&W share theirs, as do PGD2 and qPGD2."""
+    l2_gradient = {"epsilon": 5.0, "relative_step": 3.0 / 5.0, "steps": 10}
+    cw = {"margin": cw_margin, "learning_rate": 0.1, "initial_constant": cw_constant,
+          "binary_search_steps": 9, "steps": 100}
+    return {
+        "smoothing": smoothing,
+        "fgsm": {"epsilon": linf_epsilon},
+        "ifgsm": {"epsilon": linf_epsilon, "relative_step": 0.08 / linf_epsilon, "steps": 10},
+        "pgd2": dict(l2_gradient),
+        "qpgd2": dict(l2_gradient),
+        "cw": dict(cw),
+        "scw": dict(cw),
+        "deepfool": {"steps": 50, "overshoot": 0.02, "candidates": 10},
+        "epsilons": {"fgsm": list(linf_grid), "ifgsm": list(linf_grid), "pgd2": list(l2_grid),
+                     "qpgd2": list(l2_grid)},
+    }
+
+
 PRESETS: dict[str, dict[str, Any]] = {
-    "mnist": {
-        "smoothing": Smoothing(alpha=0.95, kernel="laplacian", sigma=0.1, channels="per_channel"),
-        "fgsm": {"epsilon": 0.3},
-        "ifgsm": {"epsilon": 0.3, "relative_step": 0.08 / 0.3, "steps": 10},
-        "pgd2": {"epsilon": 5.0, "relative_step": 3.0 / 5.0, "steps": 10},
-        "qpgd2": {"epsilon": 5.0, "relative_step": 3.0 / 5.0, "steps": 10},
-        "cw": {"margin": 1.0, "learning_rate": 0.1, "initial_constant": 15.0, "binary_search_steps": 9,
-               "steps": 100},
-        "scw": {"margin": 1.0, "learning_rate": 0.1, "initial_constant": 15.0, "binary_search_steps": 9,
-                "steps": 100},
-        "deepfool": {"steps": 50, "overshoot": 0.02, "candidates": 10},
-        "epsilons": {"fgsm": [0.05, 0.1, 0.15, 0.2, 0.25, 0.3], "ifgsm": [0.05, 0.1, 0.15, 0.2, 0.25, 0.3],
-                     "pgd2": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], "qpgd2": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]},
-    },
-    "imagenet": {
-        "smoothing": Smoothing(alpha=0.997, kernel="gaussian", sigma=(1.0 / 600.0) ** 0.5,
-                               channels="per_channel"),
-        "fgsm": {"epsilon": 0.1255},
-        "ifgsm": {"epsilon": 0.1255, "relative_step": 0.08 / 0.1255, "steps": 10},
-        "pgd2": {"epsilon": 5.0, "relative_step": 3.0 / 5.0, "steps": 10},
-        "qpgd2": {"epsilon": 5.0, "relative_step": 3.0 / 5.0, "steps": 10},
-        "cw": {"margin": 0.0, "learning_rate": 0.1, "initial_constant": 100.0, "binary_search_steps": 9,
-               "steps": 100},
-        "scw": {"margin": 0.0, "learning_rate": 0.1, "initial_constant": 100.0, "binary_search_steps": 9,
-                "steps": 100},
-        "deepfool": {"steps": 50, "overshoot": 0.02, "candidates": 10},
-        "epsilons": {"fgsm": [0.01, 0.02, 0.04, 0.08, 0.1255], "ifgsm": [0.01, 0.02, 0.04, 0.08, 0.1255],
-                     "pgd2": [0.5, 1.0, 2.0, 3.0, 5.0], "qpgd2": [0.5, 1.0, 2.0, 3.0, 5.0]},
-    },
+    "mnist": _preset(
+        Smoothing(alpha=0.95, kernel="laplacian", sigma=0.1, channels="per_channel"),
+        linf_epsilon=0.3, cw_margin=1.0, cw_constant=15.0,
+        linf_grid=[0.05, 0.1, 0.15, 0.2, 0.25, 0.3], l2_grid=[1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+    ),
+    "imagenet": _preset(
+        Smoothing(alpha=0.997, kernel="gaussian", sigma=(1.0 / 600.0) ** 0.5, channels="per_channel"),
+        linf_epsilon=0.1255, cw_margin=0.0, cw_constant=100.0,
+        linf_grid=[0.01, 0.02, 0.04, 0.08, 0.1255], l2_grid=[0.5, 1.0, 2.0, 3.0, 5.0],
+    ),
 }
