@@ -48,13 +48,10 @@ def imagenet_setup(batch: int):
     return model, name, bundled_photo(224).repeat(batch, 1, 1, 1)
 
 
-def time_attack(attack, images, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        attack(images)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def time_once(attack, images) -> float:
+    start = time.perf_counter()
+    attack(images)
+    return time.perf_counter() - start
 
 
 def compare(setup, preset: str, batch: int, steps: int, repeats: int) -> dict:
@@ -62,9 +59,13 @@ def compare(setup, preset: str, batch: int, steps: int, repeats: int) -> dict:
     options = dict(PRESETS[preset]["cw"], binary_search_steps=1, steps=steps, abort_early=False)
     cw = CarliniWagnerL2(model, **options)
     scw = SmoothCarliniWagnerL2(model, smoothing=PRESETS[preset]["smoothing"], **options)
-    time_attack(cw, images[:1], 1)  # warm-up
-    cw_time = time_attack(cw, images, repeats)
-    scw_time = time_attack(scw, images, repeats)
+    time_once(cw, images[:1])  # warm-up
+    # Alternate the two attacks so that load from other processes hits both alike; ratio of medians.
+    cw_times, scw_times = [], []
+    for _ in range(repeats):
+        cw_times.append(time_once(cw, images))
+        scw_times.append(time_once(scw, images))
+    cw_time, scw_time = statistics.median(cw_times), statistics.median(scw_times)
     return {
         "setting": preset, "model": model_name, "images": batch, "iterations": steps,
         "solver": PRESETS[preset]["smoothing"].prepare(images[:1]).solver.name,
@@ -76,18 +77,22 @@ def compare(setup, preset: str, batch: int, steps: int, repeats: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1 is the most stable on a shared 2-core machine)")
+    parser.add_argument("--imagenet-steps", type=int, default=50)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     rows = [
         compare(mnist_setup, "mnist", batch=100, steps=100, repeats=args.repeats),
-        compare(imagenet_setup, "imagenet", batch=2, steps=20, repeats=args.repeats),
+        compare(imagenet_setup, "imagenet", batch=2, steps=args.imagenet_steps, repeats=args.repeats),
     ]
     if args.json:
         print(json.dumps(rows, indent=2))
         return
-    print("sC&W vs C&W at equal iterations (median of repeats; machine may be shared)")
+    print(f"sC&W vs C&W at equal iterations, torch threads {args.threads} "
+          "(median of alternating repeats; the machine may be shared)")
     print(f"{'setting':9} {'model':22} {'images':>6} {'iters':>5} {'solver':>6} {'C&W s':>8} {'sC&W s':>8} "
           f"{'ratio':>6} {'target':>6}")
     for row in rows:
