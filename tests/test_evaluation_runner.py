@@ -267,3 +267,26 @@ def test_kill_and_resume_equals_uninterrupted_run(tmp_path):
         if '"kind": "batch"' in line
     ]
     assert len(keys) == len(set(keys))
+
+
+def test_perceptual_scores_successes_after_upsampling(tmp_path):
+    model, images, labels = tiny_data(4)
+    result = evaluate(
+        model,
+        (images, labels),
+        "pgd2",
+        tmp_path,
+        batch_size=4,
+        progress=False,
+        perceptual=True,
+        epsilons={"pgd2": [0.05, 2.0]},
+    )
+    assert result.config["perceptual"]["upsample_to"] == 48  # 12x12 is below MAD's 34-pixel minimum
+    attacked = [r for r in result.records if r["kind"] == "attack"]
+    assert any(r["success"] for r in attacked)
+    for r in attacked:
+        assert (r["mad"] is not None) == r["success"]
+        if r["success"]:
+            assert r["mad"] > 0
+    row = result.table[0]
+    assert row.mean_mad is not None and row.mean_mad > 0

@@ -9,7 +9,7 @@ from smoothadv.evaluation.reproduce import PAPER_ATTACKS
 
 #: Images of the demo and the reduced C&W/sC&W search; chosen so the demo runs in a few minutes on two
 #: CPU cores (measured: see docs/evaluation.md).
-DEMO_IMAGES = 200
+DEMO_IMAGES = 300
 DEMO_CW = {"binary_search_steps": 5, "steps": 50}
 
 

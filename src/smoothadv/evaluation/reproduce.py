@@ -194,7 +194,7 @@ def reproduce(
         ``text`` (the side-by-side table).
     """
     from smoothadv.data import load_imagenet_samples, load_mnist
-    from smoothadv.evaluation.metrics import attack_statistics
+    from smoothadv.evaluation.metrics import accuracy, attack_statistics
     from smoothadv.evaluation.runner import evaluate
     from smoothadv.models import load_model, model_info
     from smoothadv.report import plot_operating_characteristics, write_report
@@ -277,7 +277,16 @@ def reproduce(
                     "note": column.unavailable,
                 }
             )
-    text = comparison_text(table, dataset, rows, notes)
+    accuracies = {}
+    for result in results.values():
+        for name in result.models:
+            correct, total = accuracy(result.records, name)
+            accuracies[name] = {
+                "correct": correct,
+                "total": total,
+                "value": correct / total if total else None,
+            }
+    text = comparison_text(table, dataset, rows, notes, accuracies)
 
     figure = FIGURES.get((table, dataset))
     if results and figure:
@@ -304,6 +313,7 @@ def reproduce(
         )
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = {
+        "accuracy": accuracies,
         "table": table,
         "dataset": dataset,
         "quick": quick,
@@ -362,7 +372,9 @@ def comparison_cells(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     return headers, cells
 
 
-def comparison_text(table: str, dataset: str, rows: list[dict], notes: list[str]) -> str:
+def comparison_text(
+    table: str, dataset: str, rows: list[dict], notes: list[str], accuracies: dict | None = None
+) -> str:
     """Fixed-width side-by-side table with the notes under it."""
     headers, cells = comparison_cells(rows)
     lines = [headers] + cells
@@ -373,11 +385,13 @@ def comparison_text(table: str, dataset: str, rows: list[dict], notes: list[str]
         )
         for line in lines
     ]
-    accuracy = {}
-    for r in rows:
-        if r["accuracy"] is not None:
-            accuracy[r["model"]] = r["accuracy"]
-    extra = [f"accuracy of {m}: {a:.4f}" for m, a in accuracy.items()]
+    extra = [
+        f"accuracy of {m} (paper's N/N'): {a['correct']}/{a['total']} = {a['value']:.4f}"
+        for m, a in (accuracies or {}).items()
+        if a["value"] is not None
+    ]
+    columns = dict.fromkeys(r["column"] for r in rows)
+    extra += [f"paper accuracy of {c}: {PAPER_ACCURACY[c]:.2f}" for c in columns if c in PAPER_ACCURACY]
     return "\n".join([f"{table} ({dataset}): paper vs. ours", *body, *extra, *(f"note: {n}" for n in notes)])
 
 

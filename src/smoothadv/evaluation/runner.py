@@ -14,6 +14,7 @@ key, so a resumed run gives the records an uninterrupted run gives.
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -453,6 +454,8 @@ def _attack_batch(
         pixels = torch.round(adversarial[index].cpu() * 255).clamp(0, 255).to(torch.uint8).numpy()
         with open(path, "wb") as handle:
             np.savez_compressed(handle, ids=np.array([ids[int(i)] for i in index]), images=pixels)
+            handle.flush()
+            os.fsync(handle.fileno())
     l2, linf = result.l2.cpu(), result.linf.cpu()
     iterations, evaluations = result.iterations.cpu(), result.gradient_evaluations.cpu()
     records = []

@@ -49,8 +49,9 @@ def worst_case_panel(
     """Draw, for each chosen image, a row of adversarial images and a row of amplified perturbations.
 
     Columns: the original, then one per attack. Under each adversarial image, its perturbation
-    ``r = x_a - x_o`` shown as ``0.5 + g * r`` with one gain ``g = 0.5 / max |r|`` per image, shared by
-    all attacks of that image (so their strengths stay comparable). Failed attacks leave an empty tile.
+    ``r = x_a - x_o`` shown as ``0.5 + g * r`` with its own gain ``g = 0.5 / max |r|`` (printed under it),
+    so the shape of every perturbation is visible; the distortion D above compares their strengths.
+    Failed attacks leave an empty tile.
 
     Args:
         records: per-image records. out_dir: the evaluation folder (saved adversarial images).
@@ -83,36 +84,21 @@ def worst_case_panel(
                 image = load_adversarial(out_dir, outcome.batch, image_id)
                 if image is not None:
                     adversarials[attack] = image
-        peak = max([float((a - original).abs().max()) for a in adversarials.values()] + [1e-12])
-        gain = 0.5 / peak
-        _tile(figure, 2 * len(chosen), columns, 2 * row * columns + 1, original, f"original\n{image_id}")
-        _tile(
-            figure, 2 * len(chosen), columns, (2 * row + 1) * columns + 1, None, f"perturbation\nx{gain:.1f}"
-        )
+        rows = 2 * len(chosen)
+        _tile(figure, rows, columns, 2 * row * columns + 1, original, f"original\n{image_id}")
+        _tile(figure, rows, columns, (2 * row + 1) * columns + 1, None, "perturbation\n0.5 + g r")
         for col, attack in enumerate(attacks, start=2):
             label = ATTACK_LABELS.get(attack, attack)
-            if attack in adversarials:
-                outcome = outcomes[attack][image_id]
-                adversarial = adversarials[attack]
-                _tile(
-                    figure,
-                    2 * len(chosen),
-                    columns,
-                    2 * row * columns + col,
-                    adversarial,
-                    f"{label}\nD={outcome.l2:.2f}",
-                )
-                _tile(
-                    figure,
-                    2 * len(chosen),
-                    columns,
-                    (2 * row + 1) * columns + col,
-                    (0.5 + gain * (adversarial - original)).clamp(0, 1),
-                    "",
-                )
-            else:
-                _tile(figure, 2 * len(chosen), columns, 2 * row * columns + col, None, f"{label}\nfailed")
-                _tile(figure, 2 * len(chosen), columns, (2 * row + 1) * columns + col, None, "")
+            top, bottom = 2 * row * columns + col, (2 * row + 1) * columns + col
+            if attack not in adversarials:
+                _tile(figure, rows, columns, top, None, f"{label}\nfailed")
+                _tile(figure, rows, columns, bottom, None, "")
+                continue
+            adversarial = adversarials[attack]
+            perturbation = adversarial - original
+            gain = 0.5 / max(float(perturbation.abs().max()), 1e-12)
+            _tile(figure, rows, columns, top, adversarial, f"{label}\nD={outcomes[attack][image_id].l2:.2f}")
+            _tile(figure, rows, columns, bottom, (0.5 + gain * perturbation).clamp(0, 1), f"g={gain:.1f}")
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi)

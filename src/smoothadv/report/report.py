@@ -133,7 +133,7 @@ def write_report(
                         panel,
                         "Images that cost the attacks the most "
                         "distortion: original, adversarial examples (top) and their perturbations "
-                        "amplified by one gain per image (bottom).",
+                        "each amplified by its own gain g (bottom).",
                     )
                 ],
                 paragraphs=[f"Images: {', '.join(shown)}."],
