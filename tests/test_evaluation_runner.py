@@ -290,3 +290,49 @@ def test_perceptual_scores_successes_after_upsampling(tmp_path):
             assert r["mad"] > 0
     row = result.table[0]
     assert row.mean_mad is not None and row.mean_mad > 0
+
+
+def test_a_second_run_on_the_same_folder_is_refused(tmp_path):
+    from smoothadv.evaluation.records import FolderLock
+
+    model, images, labels = tiny_data(4)
+    with FolderLock(tmp_path), pytest.raises(ConfigError, match="another evaluation"):
+        evaluate(model, (images, labels), "fgsm", tmp_path, progress=False)
+    # Released: the run goes ahead now.
+    assert evaluate(
+        model, (images, labels), "fgsm", tmp_path, progress=False, epsilons={"fgsm": [0.3]}
+    ).records
+
+
+def test_ctrl_c_keeps_finished_batches_and_resumes(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(SCRIPT.format(tests=str(TESTS)))
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    out = tmp_path / "out"
+    # A new session: SIGINT is delivered like a Ctrl-C, not ignored as in a background job.
+    process = subprocess.Popen(
+        [sys.executable, str(script), str(out)],
+        env={**env, "SLOW": "0.05"},
+        start_new_session=True,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while _attack_batches_on_disk(out / "records.jsonl") < 1:
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode != 0 and "KeyboardInterrupt" in stderr
+    partial = _attack_batches_on_disk(out / "records.jsonl")
+    subprocess.run([sys.executable, str(script), str(out)], check=True, env={**env, "SLOW": "0"}, timeout=120)
+    keys = [
+        json.loads(line)["key"]
+        for line in (out / "records.jsonl").read_text().splitlines()
+        if '"kind": "batch"' in line
+    ]
+    assert len(keys) == len(set(keys)) and _attack_batches_on_disk(out / "records.jsonl") > partial

@@ -30,6 +30,7 @@ from smoothadv.errors import ConfigError, DataError
 
 RECORDS_FILE = "records.jsonl"
 CONFIG_FILE = "config.json"
+LOCK_FILE = ".lock"
 BATCH_KIND = "batch"
 
 
@@ -88,7 +89,10 @@ class RecordStore:
             if item["kind"] == BATCH_KIND:
                 key = item.get("key")
                 if key in self.finished:
-                    raise DataError(f"{self.path}: batch {key!r} appears twice; the file was edited by hand.")
+                    raise DataError(
+                        f"{self.path}: batch {key!r} appears twice (the file was edited, or two runs wrote "
+                        "to it at once); use a new --out folder or --restart."
+                    )
                 self.finished.add(key)
                 self.records.extend(pending)
                 pending = []
@@ -196,3 +200,47 @@ def read_config(folder: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise DataError(f"no {CONFIG_FILE} in {folder}; is it an evaluation output folder?")
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+class FolderLock:
+    """An exclusive lock on an output folder, so two runs never append to the same records file.
+
+    Uses ``fcntl.flock`` on ``folder/.lock``; the operating system releases it when the process ends,
+    even by ``kill -9``. Where ``fcntl`` does not exist (Windows) the lock is a no-op.
+
+    Raises:
+        ConfigError: on entering, when another process holds the lock.
+    """
+
+    def __init__(self, folder: str | Path):
+        self.path = Path(folder) / LOCK_FILE
+        self._handle = None
+
+    def __enter__(self) -> FolderLock:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")  # noqa: SIM115 - held open for the lock's lifetime
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            handle.seek(0)
+            owner = handle.read().strip() or "unknown"
+            handle.close()
+            raise ConfigError(
+                f"another evaluation (pid {owner}) is writing to {self.path.parent}; wait for it to finish "
+                "or stop it, or use a new --out folder."
+            ) from error
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._handle is not None:
+            self._handle.close()  # closing releases the flock
+            self._handle = None

@@ -328,9 +328,15 @@ def reproduce(
     files["comparison"] = str(out_dir / "comparison.md")
     sections = [
         Section("Notes", paragraphs=notes or ["Full protocol."]),
-        Section("Paper vs. ours", tables=[(headers, comparison_rows)]),
-        Section("Operating characteristic", images=[(plot, title if plot else "")]),
+        Section(
+            "Paper vs. ours",
+            tables=[(headers, comparison_rows)],
+            paragraphs=[line for line in text.splitlines() if "accuracy of" in line]
+            + [f"Per-model reports: {', '.join(files[s]['report'] for s in results)}."] * bool(results),
+        ),
     ]
+    if plot:
+        sections.append(Section("Operating characteristic", images=[(plot, title)]))
     files["report"] = str(
         write_html(out_dir / "report.html", f"smoothadv reproduce {table} ({dataset})", sections)
     )

@@ -29,7 +29,7 @@ from torch import nn
 from smoothadv.attacks import ATTACKS, FIXED_DISTORTION_ATTACKS, PRESETS, make_attack
 from smoothadv.errors import ConfigError, InputError, ShapeError
 from smoothadv.evaluation.metrics import AttackStatistics, summary_table
-from smoothadv.evaluation.records import RECORDS_FILE, RecordStore, batch_key, write_config
+from smoothadv.evaluation.records import RECORDS_FILE, FolderLock, RecordStore, batch_key, write_config
 
 ADVERSARIAL_DIR = "adversarial"
 CONFIG_VERSION = 1
@@ -276,16 +276,85 @@ def evaluate(
         **dict(extra_config or {}),
     }
     out_dir = Path(out_dir)
-    write_config(out_dir, config, restart=restart)
-    if restart and (out_dir / ADVERSARIAL_DIR).is_dir():
-        for stale in (out_dir / ADVERSARIAL_DIR).glob("*.npz"):
-            stale.unlink()
-    store = RecordStore(out_dir / RECORDS_FILE)
-    resumed = len(store.finished)
-    ran = 0
-    torch.manual_seed(seed)
+    with FolderLock(out_dir):
+        write_config(out_dir, config, restart=restart)
+        if restart and (out_dir / ADVERSARIAL_DIR).is_dir():
+            for stale in (out_dir / ADVERSARIAL_DIR).glob("*.npz"):
+                stale.unlink()
+        store = RecordStore(out_dir / RECORDS_FILE)
+        resumed = len(store.finished)
+        torch.manual_seed(seed)
 
-    # Clean pass: every model classifies every image.
+        ran = _clean_pass(store, models, samples, batch_size, device, progress)
+
+        correct = {
+            r["image_id"]
+            for r in store.records
+            if r["kind"] == "clean" and r["model"] == model_name and r["correct"]
+        }
+        attacked = [i for i in range(len(samples)) if samples.ids[i] in correct]
+        attack_chunks = [attacked[i : i + batch_size] for i in range(0, len(attacked), batch_size)]
+
+        for name in names:
+            work = [
+                (
+                    eps,
+                    params,
+                    chunk,
+                    batch_key("attack", model_name, name, eps, [samples.ids[i] for i in chunk]),
+                )
+                for eps, params in zip(grids[name], parameters[name], strict=True)
+                for chunk in attack_chunks
+            ]
+            done = sum(len(chunk) for _, _, chunk, key in work if key in store.finished)
+            with _bar(len(attacked) * len(grids[name]), name, "img", progress, initial=done) as bar:
+                attack, attack_eps = None, object()
+                for eps, params, chunk, key in work:
+                    if key in store.finished:
+                        continue
+                    ids = [samples.ids[i] for i in chunk]
+                    if attack is None or attack_eps != eps:
+                        attack = make_attack(name, model, preset=preset, **_with_epsilon(options[name], eps))
+                        attack_eps = eps
+                    _seed_batch(seed, key)
+                    records = _attack_batch(
+                        attack,
+                        name,
+                        eps,
+                        params,
+                        key,
+                        chunk,
+                        ids,
+                        samples,
+                        models,
+                        model_name,
+                        device,
+                        perceptual,
+                        mad_upsample,
+                        out_dir if save_adversarial else None,
+                    )
+                    store.append_batch(key, records)
+                    ran += 1
+                    bar.update(len(chunk))
+    return EvaluationResult(
+        out_dir=out_dir,
+        records=list(store.records),
+        table=summary_table(store.records),
+        config=config,
+        samples=samples,
+        models=models,
+        resumed_batches=resumed,
+        ran_batches=ran,
+        trimmed_bytes=store.trimmed_bytes,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _clean_pass(
+    store: RecordStore, models: dict, samples: Samples, batch_size: int, device, progress: bool
+) -> int:
+    """Every model classifies every image (one ``clean`` record each); returns the batches run."""
+    ran = 0
     chunks = [list(range(i, min(i + batch_size, len(samples)))) for i in range(0, len(samples), batch_size)]
     with _bar(len(chunks) * len(models), "clean pass", "batch", progress) as bar:
         for name, net in models.items():
@@ -313,64 +382,7 @@ def evaluate(
                     )
                     ran += 1
                 bar.update(1)
-
-    correct = {
-        r["image_id"]
-        for r in store.records
-        if r["kind"] == "clean" and r["model"] == model_name and r["correct"]
-    }
-    attacked = [i for i in range(len(samples)) if samples.ids[i] in correct]
-    attack_chunks = [attacked[i : i + batch_size] for i in range(0, len(attacked), batch_size)]
-
-    for name in names:
-        work = [
-            (eps, params, chunk, batch_key("attack", model_name, name, eps, [samples.ids[i] for i in chunk]))
-            for eps, params in zip(grids[name], parameters[name], strict=True)
-            for chunk in attack_chunks
-        ]
-        done = sum(len(chunk) for _, _, chunk, key in work if key in store.finished)
-        with _bar(len(attacked) * len(grids[name]), name, "img", progress, initial=done) as bar:
-            attack, attack_eps = None, object()
-            for eps, params, chunk, key in work:
-                if key in store.finished:
-                    continue
-                ids = [samples.ids[i] for i in chunk]
-                if attack is None or attack_eps != eps:
-                    attack = make_attack(name, model, preset=preset, **_with_epsilon(options[name], eps))
-                    attack_eps = eps
-                _seed_batch(seed, key)
-                records = _attack_batch(
-                    attack,
-                    name,
-                    eps,
-                    params,
-                    key,
-                    chunk,
-                    ids,
-                    samples,
-                    models,
-                    model_name,
-                    device,
-                    perceptual,
-                    mad_upsample,
-                    out_dir if save_adversarial else None,
-                )
-                store.append_batch(key, records)
-                ran += 1
-                bar.update(len(chunk))
-
-    return EvaluationResult(
-        out_dir=out_dir,
-        records=list(store.records),
-        table=summary_table(store.records),
-        config=config,
-        samples=samples,
-        models=models,
-        resumed_batches=resumed,
-        ran_batches=ran,
-        trimmed_bytes=store.trimmed_bytes,
-        seconds=time.perf_counter() - start,
-    )
+    return ran
 
 
 def _with_epsilon(options: dict, epsilon: float | None) -> dict:
