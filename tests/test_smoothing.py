@@ -411,7 +411,7 @@ class TestOperatorProperties:
         assert float(gradient.norm()) <= 1e-9 * float(gradient_at_z.norm())
         perturbations = _random_signal((5, *z.shape), seed=9)
         for delta in perturbations:
-            assert float(phi(solution + 1e-3 * delta, z, weights, alpha)) > float(value)
+            assert float(phi(solution.detach() + 1e-3 * delta, z, weights, alpha)) > float(value.detach())
         # eq. (7): phi = (1 - alpha) tr(r^T L r - 2 z^T r + z^T z) with our assembled L_alpha
         r = smoother.smooth(z, normalize=False)
         lr = smoother.matvec(r)
