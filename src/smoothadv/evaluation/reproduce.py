@@ -86,7 +86,7 @@ FIGURES = {
 }
 QUICK = {
     "mnist": {"limit": 100, "cw": {"binary_search_steps": 5, "steps": 50}},
-    "imagenet": {"limit": 4, "cw": {"binary_search_steps": 3, "steps": 30}},
+    "imagenet": {"limit": 2, "cw": {"binary_search_steps": 3, "steps": 30}},
 }
 
 
