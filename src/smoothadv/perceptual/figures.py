@@ -103,6 +103,10 @@ class Figure4Result:
                 "records": self.records}
 
 
+def _display(name: str) -> str:
+    return _DISPLAY.get(name, name)
+
+
 def _attack_overrides(name: str, cw_overrides: Mapping[str, Any] | None) -> dict[str, Any]:
     return dict(cw_overrides or {}) if name in ("cw", "scw") else {}
 
@@ -175,7 +179,7 @@ def figure1(
                      "seconds": float(result.seconds)})
     magnified = magnify_together([image, *adversarials], **magnify_kwargs)
     titles = ["original", "magnified original"] + [
-        f"{_DISPLAY.get(r['attack'], r['attack'])}: L2 {r['l2']:.2f}" + ("" if r["success"] else " (failed)")
+        f"{_display(r['attack'])}: L2 {r['l2']:.2f}, {'fooled' if r['success'] else 'failed'}"
         for r in rows
     ]
     tiles = [image, *magnified]
