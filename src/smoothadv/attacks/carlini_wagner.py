@@ -14,8 +14,9 @@ Binary search (Carlini & Wagner 2017): after each outer step, an image that succ
 on ``c`` and an image that failed a lower bound; ``c`` moves to the midpoint once both bounds exist, and
 is multiplied by 10 while no success has been seen.
 
-Early abort, per image: an image that has succeeded in an inner loop leaves it after a tenth of the
-iterations without a less distorted success, and the model then runs on the remaining images only.
+Early abort, per image: past half of an inner loop, an image that has succeeded in it leaves it after a
+tenth of the iterations without a less distorted success, and the model then runs on the remaining
+images only.
 (Carlini & Wagner stop the whole batch when the objective stops decreasing; with the paper's learning
 rate of 0.1 the first iterates overshoot and that rule stops after two tenths, far from the optimum.)
 """
@@ -165,7 +166,10 @@ class CarliniWagnerL2(MinimizationAttack):
                     improved_in_window[index] |= improved
                     succeeded[index] |= success
                 if self.abort_early and (step + 1) % abort_window == 0:
-                    active &= ~(succeeded & ~improved_in_window)
+                    # Not before half the iterations: with a large learning rate the first successes are
+                    # far from the optimum and better ones come only after the overshoot settles.
+                    if step + 1 >= self.steps // 2:
+                        active &= ~(succeeded & ~improved_in_window)
                     improved_in_window.zero_()
             lower, upper, constant = _update_constants(succeeded, constant, lower, upper)
         return RunOutput(adversarial=best, iterations=iterations, gradient_evaluations=iterations.clone())
