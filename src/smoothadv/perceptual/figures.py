@@ -103,6 +103,11 @@ class Figure4Result:
                 "records": self.records}
 
 
+def _steps(cw_overrides: Mapping[str, Any] | None) -> str:
+    options = dict(REDUCED_CW) if cw_overrides is None else {**REDUCED_CW, **cw_overrides}
+    return f"{options['binary_search_steps']} x {options['steps']} iterations"
+
+
 def _display(name: str) -> str:
     return _DISPLAY.get(name, name)
 
@@ -406,7 +411,7 @@ def figure4_for_model(model_name: str = "efficientnet-lite0", *, limit: int | No
     preset = "mnist" if info.dataset == "mnist" else "imagenet"
     upsample = 112 if min(info.input_size or 0, 999) < 34 else None
     result = figure4(model, images, labels, out_dir, ids=ids, preset=preset, cw_overrides=cw_overrides,
-                     scale=scale, upsample_to=upsample, note=f"{model_name}, {dataset.source}"[:70])
+                     scale=scale, upsample_to=upsample, note=f"{model_name}, C&W/sC&W {_steps(cw_overrides)}")
     payload = result.to_dict()
     if math.isnan(result.fraction_scw_lower):
         payload["fraction_scw_lower"] = None
