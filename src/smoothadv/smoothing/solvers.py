@@ -145,18 +145,36 @@ class DenseSolver(LaplacianSolver):
 class DirectSolver(LaplacianSolver):
     """Sparse LU factorisation once per graph (SciPy SuperLU, float64), exact solves afterwards.
 
-    The B x G independent factorisations and solves run on up to ``torch.get_num_threads()`` threads
-    (SuperLU releases the GIL), so the per-channel graphs of a colour image are handled in parallel.
+    Small graphs (up to ``BLOCK_PIXELS`` pixels, e.g. MNIST) are factorised together as one
+    block-diagonal matrix per chunk of images, so that a solve for a whole batch is a single SuperLU call
+    instead of one Python-level call per image (measured on 100 MNIST guides, one thread: forward+backward
+    6.4 ms instead of 7.4 ms). Larger graphs get one factor each; the independent factorisations and
+    solves run on up to ``torch.get_num_threads()`` threads (SuperLU releases the GIL).
     """
 
     name = "direct"
+    #: Graphs of at most this many pixels are factorised together, block-diagonally.
+    BLOCK_PIXELS = 4096
+    #: Unknowns in one block-diagonal factor.
+    BLOCK_UNKNOWNS = 1 << 17
 
     def __init__(self, graph: PixelGraph, alpha: float):
         super().__init__(graph, alpha)
         matrices = assemble_sparse(graph, alpha)
-        groups = len(matrices[0])
-        factors = _thread_map(_factorize, [matrix for per_image in matrices for matrix in per_image])
-        self.factors = [factors[b * groups : (b + 1) * groups] for b in range(len(matrices))]
+        batch, groups = len(matrices), len(matrices[0])
+        pixels = matrices[0][0].shape[0]
+        # (images, groups) covered by each factor
+        if pixels <= self.BLOCK_PIXELS:
+            per_chunk = max(1, self.BLOCK_UNKNOWNS // (pixels * groups))
+            spans = [(slice(b, min(b + per_chunk, batch)), slice(None)) for b in range(0, batch, per_chunk)]
+        else:
+            spans = [(slice(b, b + 1), slice(g, g + 1)) for b in range(batch) for g in range(groups)]
+        blocks = [
+            scipy.sparse.block_diag([m for row in matrices[images] for m in row[group]], format="csc")
+            for images, group in spans
+        ]
+        self.chunks = list(zip(_thread_map(_factorize, blocks), spans, strict=True))
+        self.shared_graph = groups == 1
 
     def solve(self, rhs: torch.Tensor) -> torch.Tensor:
         batch, channels, height, width = rhs.shape
@@ -165,21 +183,18 @@ class DirectSolver(LaplacianSolver):
         host = rhs.detach().cpu().reshape(batch, channels, height * width).numpy()
         flat = host.astype(np.float64, copy=False)
         out = np.empty_like(flat)
-        # one task per system: (factor, image, channels); a shared graph takes all channels at once
-        tasks = []
-        for b, factors in enumerate(self.factors):
-            if len(factors) == 1:
-                tasks.append((factors[0], b, slice(None)))
+
+        def run(chunk):
+            factor, (images, group) = chunk
+            block = flat[images, group]  # (k, c, n), block order (image, graph) as in the factor
+            if self.shared_graph:  # one graph per image: its channels are right-hand side columns
+                k, c, n = block.shape
+                solved = factor.solve(np.ascontiguousarray(block.transpose(0, 2, 1).reshape(k * n, c)))
+                out[images, group] = solved.reshape(k, n, c).transpose(0, 2, 1)
             else:
-                tasks.extend((factor, b, c) for c, factor in enumerate(factors))
+                out[images, group] = factor.solve(block.reshape(-1)).reshape(block.shape)
 
-        def run(task):
-            factor, b, c = task
-            # (n,) or (n, C) right-hand sides; the transpose of a C-ordered (C, n) block is the
-            # Fortran-ordered array SuperLU works on, so no extra copy is made
-            out[b, c] = factor.solve(flat[b, c].T).T
-
-        _thread_map(run, tasks)
+        _thread_map(run, self.chunks)
         return torch.from_numpy(out.astype(host.dtype, copy=False)).reshape(rhs.shape).to(rhs.device)
 
 
