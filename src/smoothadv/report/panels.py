@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import torch
 
 from smoothadv.evaluation.metrics import ImageOutcome, image_outcomes
 from smoothadv.evaluation.runner import load_adversarial
+from smoothadv.report.plots import figure_png
 from smoothadv.report.tables import ATTACK_LABELS
 
 
@@ -99,15 +99,7 @@ def worst_case_panel(
             gain = 0.5 / max(float(perturbation.abs().max()), 1e-12)
             _tile(figure, rows, columns, top, adversarial, f"{label}\nD={outcomes[attack][image_id].l2:.2f}")
             _tile(figure, rows, columns, bottom, (0.5 + gain * perturbation).clamp(0, 1), f"g={gain:.1f}")
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=dpi)
-    data = buffer.getvalue()
-    if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    return data, chosen
+    return figure_png(figure, path, dpi), chosen
 
 
 def _tile(figure, rows: int, columns: int, index: int, image: torch.Tensor | None, title: str) -> None:

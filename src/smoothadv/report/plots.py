@@ -88,6 +88,11 @@ def plot_operating_characteristics(
     axes.grid(True, alpha=0.3)
     if curves:
         axes.legend(loc="lower right", fontsize=8)
+    return figure_png(figure, path, dpi)
+
+
+def figure_png(figure, path: str | Path | None, dpi: int) -> bytes:
+    """Lay out a matplotlib figure, render it as PNG bytes and, when ``path`` is given, write them there."""
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi)
