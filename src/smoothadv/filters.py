@@ -23,8 +23,8 @@ import math
 import torch
 from torch import nn
 
-from smoothadv._validation import check_finite, check_positive
-from smoothadv.errors import ConfigError, InputError, ShapeError
+from smoothadv._validation import check_image_batch, check_positive
+from smoothadv.errors import ConfigError, ShapeError
 
 #: Radius factor: a window of radius ``ceil(2.326 * sigma)`` holds 98% of a 1-D Gaussian's mass.
 RADIUS_FACTOR = 2.326
@@ -67,7 +67,7 @@ def bilateral_filter(
         NonFiniteError: NaN or inf values.
         ConfigError: non-positive sigmas.
     """
-    _check_tensor(image, "image")
+    check_image_batch(image, "image", check_range=False)
     check_positive(spatial_sigma, "spatial_sigma")
     check_positive(range_sigma, "range_sigma")
     if radius is None:
@@ -77,7 +77,7 @@ def bilateral_filter(
     if guide is None:
         guide = image
     else:
-        _check_tensor(guide, "guide")
+        check_image_batch(guide, "guide", check_range=False)
         b, _, h, w = image.shape
         if guide.shape[0] != b or guide.shape[2:] != image.shape[2:]:
             raise ShapeError(
@@ -92,21 +92,6 @@ def bilateral_filter(
             f"got {guide.shape[1]}."
         )
     return _bilateral(image, guide, float(spatial_sigma), float(range_sigma), radius, joint_range)
-
-
-def _check_tensor(tensor: torch.Tensor, name: str) -> None:
-    if not isinstance(tensor, torch.Tensor):
-        raise InputError(f"{name} must be a torch.Tensor of shape (B, C, H, W), got {type(tensor).__name__}.")
-    if tensor.dim() != 4:
-        raise ShapeError(
-            f"{name} must have shape (B, C, H, W), got {tuple(tensor.shape)}; "
-            "add a batch dimension with .unsqueeze(0) for a single image."
-        )
-    if tensor.numel() == 0:
-        raise ShapeError(f"{name} is empty (shape {tuple(tensor.shape)}).")
-    if not tensor.is_floating_point():
-        raise InputError(f"{name} must be a floating-point tensor, got dtype {tensor.dtype}; use .float().")
-    check_finite(tensor, name)
 
 
 def _half_offsets(radius: int, height: int, width: int) -> list[tuple[int, int]]:
