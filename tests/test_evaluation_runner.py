@@ -45,11 +45,9 @@ def comparable(records):
     return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    model, images, labels = tiny_data()
-    out = tmp_path_factory.mktemp("eval")
-    result = evaluate(
+def evaluate_tiny(model, images, labels, out):
+    """The evaluation every test of the shared run uses (three attacks, small grids, fast C&W)."""
+    return evaluate(
         model,
         (images, labels),
         "fgsm,pgd2,cw",
@@ -59,7 +57,13 @@ def run(tmp_path_factory):
         epsilons={"fgsm": [0.05, 0.2], "pgd2": [0.5, 2.0]},
         attack_options={"cw": FAST_CW},
     )
-    return result, model, images, labels, out
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    model, images, labels = tiny_data()
+    out = tmp_path_factory.mktemp("eval")
+    return evaluate_tiny(model, images, labels, out), model, images, labels, out
 
 
 def test_records_cover_correct_images_only(run):
@@ -101,16 +105,7 @@ def test_table_derives_from_records(run):
 
 def test_rerun_resumes_without_duplicates(run):
     result, model, images, labels, out = run
-    again = evaluate(
-        model,
-        (images, labels),
-        "fgsm,pgd2,cw",
-        out,
-        batch_size=4,
-        progress=False,
-        epsilons={"fgsm": [0.05, 0.2], "pgd2": [0.5, 2.0]},
-        attack_options={"cw": FAST_CW},
-    )
+    again = evaluate_tiny(model, images, labels, out)
     assert again.ran_batches == 0 and again.resumed_batches == result.resumed_batches + result.ran_batches
     assert comparable(again.records) == comparable(result.records)
 
