@@ -74,6 +74,10 @@ class TestAttackTable:
             assert torch.allclose(single.adversarial[0], results[name].adversarial[i], atol=1.5 / 255)
             assert bool(single.success[0]) == bool(results[name].success[i])
 
+    def test_generate_returns_the_same_images(self, model, images, results, name):
+        generated = make_attack(name, model, **FAST.get(name, {})).generate(images)
+        torch.testing.assert_close(generated, results[name].adversarial, atol=1e-6, rtol=0)
+
     def test_records(self, results, name):
         records = results[name].to_records()
         assert len(records) == 6 and records[0]["attack"] == name
@@ -118,6 +122,29 @@ def test_smooth_cw_is_smoother_on_flat_regions(results, images):
     cw = flat_region_roughness(results["cw"].adversarial - images, images)[both]
     scw = flat_region_roughness(results["scw"].adversarial - images, images)[both]
     assert float(scw.mean()) < 0.5 * float(cw.mean())
+
+
+class CountingModel(torch.nn.Module):
+    """Wraps a model and counts its forward passes."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.calls = model, 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.model(x)
+
+
+@pytest.mark.parametrize(("steps", "measured", "expected_calls"), [(1, True, 2), (1, False, 1), (3, True, 4)])
+def test_first_step_reuses_the_clean_forward_pass(model, images, steps, measured, expected_calls):
+    counting = CountingModel(model)
+    attack = make_attack("pgd2", counting, epsilon=1.5, steps=steps)
+    adversarial = attack(images).adversarial if measured else attack.generate(images)
+    assert counting.calls == expected_calls  # steps forward passes (the first shared) + the measurement
+    fresh = make_attack("pgd2", model, epsilon=1.5, steps=steps)
+    fresh.reuses_clean_graph = False  # first gradient from its own forward pass
+    assert torch.equal(adversarial, fresh.generate(images))
 
 
 def test_qpgd2_is_pgd2_with_a_smoother(model, images):

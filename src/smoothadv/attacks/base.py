@@ -80,6 +80,19 @@ class AttackResult:
 
 
 @dataclass
+class CleanPass:
+    """The forward pass on the clean images that every attack makes for its checks.
+
+    Attributes:
+        inputs: (B, C, H, W) the clean images; a leaf that requires grad when the graph is kept.
+        logits: (B, K) the model's outputs on them, attached to the graph when it is kept.
+    """
+
+    inputs: torch.Tensor
+    logits: torch.Tensor
+
+
+@dataclass
 class RunOutput:
     """What :meth:`Attack.run` returns: raw adversarial images and per-image work counters."""
 
@@ -99,6 +112,9 @@ class Attack:
 
     name = "attack"
     supports_targeted = True
+    #: Keep the autograd graph of the clean forward pass, for an attack whose first gradient is taken at
+    #: the clean images (saves one forward pass per call; FGSM: 3 passes instead of 4).
+    reuses_clean_graph = False
 
     def __init__(self, model: nn.Module, *, quantize: bool = True):
         if not callable(model):
@@ -110,13 +126,17 @@ class Attack:
         """Parameters recorded with every result."""
         return {"quantize": self.quantize}
 
-    def run(self, images: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None) -> RunOutput:
-        """Attack a validated batch; subclasses implement this. Must not modify ``images``."""
+    def run(self, images: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None,
+            clean: CleanPass) -> RunOutput:
+        """Attack a validated batch; subclasses implement this. Must not modify ``images``.
+
+        ``clean`` is the forward pass already made on ``images`` for the checks, reusable by the first step.
+        """
         raise NotImplementedError
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor | None = None,
                  targets: torch.Tensor | None = None) -> AttackResult:
-        """Attack a batch.
+        """Attack a batch and measure the outcome.
 
         Args:
             images: (B, C, H, W) clean images in [0, 1]. Never modified.
@@ -127,24 +147,7 @@ class Attack:
             An :class:`AttackResult`, measured after 8-bit quantisation when ``quantize`` is on.
         """
         start = time.perf_counter()
-        check_image_batch(images, "images")
-        self._check_model_device(images)
-        with torch.no_grad():
-            clean_logits = self.model(images)
-        num_classes = check_logits(clean_logits, len(images))
-        if labels is None:
-            labels = clean_logits.argmax(dim=1)
-        labels = check_labels(labels, len(images), num_classes, "labels", images.device)
-        if targets is not None:
-            if not self.supports_targeted:
-                raise ConfigError(f"{self.name} is untargeted only; call it without targets.")
-            targets = check_labels(targets, len(images), num_classes, "targets", images.device)
-        preflight(self.model, clean_logits)
-
-        output = self.run(images, labels, targets)
-        adversarial = output.adversarial.detach().clamp(0.0, 1.0)
-        if self.quantize:
-            adversarial = self.quantize_images(adversarial, images)
+        adversarial, labels, targets, output = self._attack(images, labels, targets)
         with torch.no_grad():
             logits = self.model(adversarial)
         difference = (adversarial - images).flatten(1)
@@ -162,6 +165,45 @@ class Attack:
             parameters=self.parameters(),
             seconds=time.perf_counter() - start,
         )
+
+    def generate(self, images: torch.Tensor, labels: torch.Tensor | None = None,
+                 targets: torch.Tensor | None = None) -> torch.Tensor:
+        """Attack a batch and return only the (B, C, H, W) adversarial images (quantised when ``quantize``).
+
+        The same validation and attack as calling the attack, without the final forward pass that
+        measures success: for pipelines that evaluate the images themselves (adversarial training,
+        transfer to other models), like torchattacks' ``attack(images, labels)``.
+        """
+        return self._attack(images, labels, targets)[0]
+
+    def _attack(self, images, labels, targets) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None,
+                                                       RunOutput]:
+        """Validate, run pre-flight checks, call :meth:`run`, clamp and quantise."""
+        check_image_batch(images, "images")
+        self._check_model_device(images)
+        clean = self._clean_pass(images)
+        num_classes = check_logits(clean.logits, len(images))
+        if labels is None:
+            labels = clean.logits.detach().argmax(dim=1)
+        labels = check_labels(labels, len(images), num_classes, "labels", images.device)
+        if targets is not None:
+            if not self.supports_targeted:
+                raise ConfigError(f"{self.name} is untargeted only; call it without targets.")
+            targets = check_labels(targets, len(images), num_classes, "targets", images.device)
+        preflight(self.model, clean.logits.detach())
+
+        output = self.run(images, labels, targets, clean)
+        adversarial = output.adversarial.detach().clamp(0.0, 1.0)
+        if self.quantize:
+            adversarial = self.quantize_images(adversarial, images)
+        return adversarial, labels, targets, output
+
+    def _clean_pass(self, images: torch.Tensor) -> CleanPass:
+        """Forward the clean images once; with the graph kept when the attack's first step can reuse it."""
+        inputs = images.detach().requires_grad_(self.reuses_clean_graph)
+        with torch.set_grad_enabled(self.reuses_clean_graph):
+            logits = self.model(inputs)
+        return CleanPass(inputs=inputs, logits=logits)
 
     def quantize_images(self, adversarial: torch.Tensor, originals: torch.Tensor) -> torch.Tensor:
         """Round to 8-bit levels (nearest); fixed-distortion attacks override this to keep their budget."""
@@ -286,11 +328,19 @@ def warn_if_zero_gradients(gradient: torch.Tensor, active: torch.Tensor | None =
         )
 
 
-def input_gradient(model: nn.Module, images: torch.Tensor, loss_fn) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return the (B,) per-image losses and their gradient w.r.t. the (B, C, H, W) images."""
-    images = images.detach().requires_grad_(True)
+def input_gradient(model: nn.Module, images: torch.Tensor, loss_fn,
+                   clean: CleanPass | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return the (B,) per-image losses and their gradient w.r.t. the (B, C, H, W) images.
+
+    ``clean``, when given with its graph, must be the forward pass at ``images``; it is reused instead of
+    forwarding them again.
+    """
     with torch.enable_grad():
-        logits = model(images)
+        if clean is not None and clean.logits.requires_grad:
+            images, logits = clean.inputs, clean.logits
+        else:
+            images = images.detach().requires_grad_(True)
+            logits = model(images)
         losses = loss_fn(logits)
         (gradient,) = torch.autograd.grad(losses.sum(), images)
     return losses.detach(), gradient

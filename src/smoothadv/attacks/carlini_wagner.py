@@ -121,7 +121,7 @@ class CarliniWagnerL2(MinimizationAttack):
             return TanhParametrization(images)
         return SmoothParametrization(images, self.smoothing.prepare(images))
 
-    def run(self, images, labels, targets) -> RunOutput:
+    def run(self, images, labels, targets, clean) -> RunOutput:
         batch = len(images)
         device = images.device
         parametrization = self.parametrization(images)

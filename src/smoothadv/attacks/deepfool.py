@@ -43,10 +43,9 @@ class DeepFool(MinimizationAttack):
         return {**super().parameters(), "steps": self.steps, "overshoot": self.overshoot,
                 "candidates": self.candidates}
 
-    def run(self, images, labels, targets) -> RunOutput:
+    def run(self, images, labels, targets, clean) -> RunOutput:
         batch = len(images)
-        with torch.no_grad():
-            logits = self.model(images)
+        logits = clean.logits.detach()
         count = min(self.candidates, logits.shape[1])
         # Candidate classes: the true label first, then the most likely others (fixed for the whole run).
         others = logits.scatter(1, labels[:, None], -torch.inf).topk(count - 1, dim=1).indices

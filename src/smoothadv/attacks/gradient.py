@@ -42,6 +42,7 @@ class GradientAttack(FixedDistortionAttack):
     """
 
     norm = "l2"
+    reuses_clean_graph = True  # the first step is taken at the clean images
 
     def __init__(self, model: nn.Module, epsilon: float, *, steps: int = 10, step_size: float | None = None,
                  relative_step: float = 0.25, smoothing: Smoothing | None = None, margin: float = 0.0,
@@ -76,7 +77,7 @@ class GradientAttack(FixedDistortionAttack):
         factor = torch.where(norms > self.epsilon, self.epsilon / norms.clamp_min(1e-12), 1.0)
         return perturbation * factor[:, None, None, None]
 
-    def run(self, images, labels, targets) -> RunOutput:
+    def run(self, images, labels, targets, clean) -> RunOutput:
         smoother = self.smoothing.prepare(images) if self.smoothing is not None else None
 
         def loss_fn(logits):
@@ -84,7 +85,7 @@ class GradientAttack(FixedDistortionAttack):
 
         adversarial = images.clone()
         for step in range(self.steps):
-            losses, gradient = input_gradient(self.model, adversarial, loss_fn)
+            losses, gradient = input_gradient(self.model, adversarial, loss_fn, clean if step == 0 else None)
             if step == 0:
                 warn_if_zero_gradients(gradient, active=losses > 0)
             if smoother is not None:

@@ -1,0 +1,466 @@
+"""smoothadv against Foolbox, torchattacks, ART and adv-lib: speed and strength on the same inputs.
+
+Every row of the table is one attack family at one budget on one setting (C4 on MNIST test images,
+EfficientNet-Lite0 on foolbox's ImageNet photos). All libraries of a row run in this process on the same
+correctly classified images, batch by batch: within each batch the libraries take turns (the order
+rotates from batch to batch), so machine load hits them alike. Per batch we divide each library's time by
+smoothadv's; the headline is the median of these ratios. Strength is measured the same way for everyone,
+here: success = the model's prediction on the returned image differs from the label, L2 over all pixels
+of [0, 1] images; D_bar is the mean (and median) L2 over successes only, as in the paper.
+
+Budgets are equal by construction: C&W gets the same binary-search steps, iterations, learning rate,
+initial constant and confidence (margin) everywhere; torchattacks' CW has no binary search, so it runs
+the same total number of iterations at the initial constant. PGD and FGSM get the same epsilon, steps and
+step size, with no random start; DeepFool the same steps, overshoot and candidate classes. smoothadv runs
+without 8-bit rounding (peers return floats).
+
+Peers are benchmark-only dependencies: ``pip install -r benchmarks/requirements-peers.txt`` (see that
+file; they install with --no-deps next to torch 2.13.0). adv-lib imports torchvision and visdom at module
+level for features we do not use; both are stubbed here.
+
+Usage:
+    python benchmarks/peers.py [--mnist-images 500] [--rows cw,pgd2,...] [--report docs/peers.md] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import platform
+import statistics
+import sys
+import time
+import types
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from smoothadv.attacks import FGSM, PGD2, CarliniWagnerL2, DeepFool, SmoothCarliniWagnerL2
+from smoothadv.attacks.presets import PRESETS
+from smoothadv.data import load_imagenet_samples, load_mnist
+from smoothadv.models import load_model, model_info
+
+# An attack runner: (model, images (B, C, H, W) in [0, 1], labels (B,)) -> adversarial images.
+Runner = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+PEER_NAMES = ("foolbox", "torchattacks", "art", "adv-lib")
+
+
+# ---------------------------------------------------------------------------------------------- peers
+def import_peers() -> dict[str, object]:
+    """Import every peer that is installed; missing ones are reported in the table, not fatal."""
+    peers: dict[str, object] = {}
+    for name in PEER_NAMES:
+        try:
+            peers[name] = _import_peer(name)
+        except Exception as error:  # noqa: BLE001 - a broken peer must not stop the others
+            print(f"[peers] {name} unavailable: {type(error).__name__}: {error}", file=sys.stderr)
+    return peers
+
+
+def _import_peer(name: str):
+    if name == "foolbox":
+        import foolbox
+
+        return foolbox
+    if name == "torchattacks":
+        import torchattacks
+
+        return torchattacks
+    if name == "art":
+        import art.attacks.evasion
+        import art.estimators.classification
+
+        return art
+    _stub_adv_lib_imports()
+    import adv_lib.attacks
+
+    return adv_lib.attacks
+
+
+def _stub_adv_lib_imports() -> None:
+    """adv-lib imports torchvision (LPIPS) and visdom (logging) at module level; we use neither."""
+    for module_name in ("torchvision", "torchvision.models", "visdom"):
+        if module_name not in sys.modules:
+            stub = types.ModuleType(module_name)
+            stub.__dict__["__getattr__"] = lambda attribute: None
+            sys.modules[module_name] = stub
+    sys.modules["torchvision"].models = sys.modules["torchvision.models"]
+
+
+def art_classifier(art, model: nn.Module, images: torch.Tensor, classes: int):
+    return art.estimators.classification.PyTorchClassifier(
+        model=model, loss=nn.CrossEntropyLoss(), input_shape=tuple(images.shape[1:]), nb_classes=classes,
+        clip_values=(0.0, 1.0), device_type="cpu",
+    )
+
+
+def art_generate(attack, images: torch.Tensor, labels: torch.Tensor, classes: int) -> torch.Tensor:
+    onehot = np.eye(classes, dtype=np.float32)[labels.numpy()]
+    return torch.from_numpy(attack.generate(x=images.numpy(), y=onehot)).to(images.dtype)
+
+
+def foolbox_run(foolbox, attack, model, images, labels, epsilon=None) -> torch.Tensor:
+    fmodel = foolbox.PyTorchModel(model, bounds=(0.0, 1.0))
+    _, clipped, _ = attack(fmodel, images, labels, epsilons=epsilon)
+    return clipped
+
+
+# ------------------------------------------------------------------------------------ attack families
+def cw_runners(peers, budget: dict, classes: int) -> dict[str, Runner]:
+    """C&W L2 at ``budget`` (binary_search_steps, steps, learning_rate, initial_constant, margin)."""
+    searches, steps = budget["binary_search_steps"], budget["steps"]
+    rate, constant, margin = budget["learning_rate"], budget["initial_constant"], budget["margin"]
+    ours = dict(binary_search_steps=searches, steps=steps, learning_rate=rate, initial_constant=constant,
+                margin=margin, quantize=False)
+    runners: dict[str, Runner] = {
+        "smoothadv": lambda m, x, y: CarliniWagnerL2(m, **ours)(x, y).adversarial,
+        "smoothadv sC&W": lambda m, x, y: SmoothCarliniWagnerL2(
+            m, smoothing=budget["smoothing"], **ours)(x, y).adversarial,
+    }
+    if "foolbox" in peers:
+        fb = peers["foolbox"]
+        runners["foolbox"] = lambda m, x, y: foolbox_run(fb, fb.attacks.L2CarliniWagnerAttack(
+            binary_search_steps=searches, steps=steps, stepsize=rate, confidence=margin,
+            initial_const=constant, abort_early=True), m, x, y)
+    if "adv-lib" in peers:
+        al = peers["adv-lib"]
+        runners["adv-lib"] = lambda m, x, y: al.carlini_wagner_l2(
+            m, x, y, confidence=margin, learning_rate=rate, initial_const=constant,
+            binary_search_steps=searches, max_iterations=steps, abort_early=True)
+    if "art" in peers:
+        art = peers["art"]
+        runners["art"] = lambda m, x, y: art_generate(art.attacks.evasion.CarliniL2Method(
+            art_classifier(art, m, x, classes), confidence=margin, learning_rate=rate,
+            binary_search_steps=searches, max_iter=steps, initial_const=constant, batch_size=len(x),
+            verbose=False), x, y, classes)
+    if "torchattacks" in peers:
+        ta = peers["torchattacks"]
+        runners["torchattacks (no search)"] = lambda m, x, y: ta.CW(
+            m, c=constant, kappa=margin, steps=searches * steps, lr=rate)(x, y)
+    return runners
+
+
+def pgd2_runners(peers, epsilon: float, steps: int, step_size: float, classes: int) -> dict[str, Runner]:
+    """L2 PGD (normalised-gradient steps, projection on the L2 ball, no random start)."""
+    runners: dict[str, Runner] = {
+        "smoothadv": lambda m, x, y: PGD2(m, epsilon, steps=steps, step_size=step_size,
+                                          quantize=False)(x, y).adversarial,
+    }
+    if "foolbox" in peers:
+        fb = peers["foolbox"]
+        runners["foolbox"] = lambda m, x, y: foolbox_run(fb, fb.attacks.L2PGD(
+            abs_stepsize=step_size, steps=steps, random_start=False), m, x, y, epsilon)
+    if "torchattacks" in peers:
+        ta = peers["torchattacks"]
+        runners["torchattacks"] = lambda m, x, y: ta.PGDL2(
+            m, eps=epsilon, alpha=step_size, steps=steps, random_start=False)(x, y)
+    if "art" in peers:
+        art = peers["art"]
+        runners["art"] = lambda m, x, y: art_generate(art.attacks.evasion.ProjectedGradientDescent(
+            art_classifier(art, m, x, classes), norm=2, eps=epsilon, eps_step=step_size, max_iter=steps,
+            num_random_init=0, batch_size=len(x), verbose=False), x, y, classes)
+    return runners
+
+
+def fgsm_runners(peers, epsilon: float, classes: int) -> dict[str, Runner]:
+    """One L-inf signed-gradient step of size epsilon."""
+    runners: dict[str, Runner] = {
+        "smoothadv": lambda m, x, y: FGSM(m, epsilon, quantize=False)(x, y).adversarial,
+    }
+    if "foolbox" in peers:
+        fb = peers["foolbox"]
+        runners["foolbox"] = lambda m, x, y: foolbox_run(fb, fb.attacks.FGSM(random_start=False), m, x, y,
+                                                         epsilon)
+    if "torchattacks" in peers:
+        ta = peers["torchattacks"]
+        runners["torchattacks"] = lambda m, x, y: ta.FGSM(m, eps=epsilon)(x, y)
+    if "art" in peers:
+        art = peers["art"]
+        runners["art"] = lambda m, x, y: art_generate(art.attacks.evasion.FastGradientMethod(
+            art_classifier(art, m, x, classes), norm=np.inf, eps=epsilon, batch_size=len(x)), x, y, classes)
+    return runners
+
+
+def deepfool_runners(peers, steps: int, overshoot: float, candidates: int, classes: int) -> dict[str, Runner]:
+    """L2 DeepFool over the ``candidates`` most likely classes."""
+    runners: dict[str, Runner] = {
+        "smoothadv": lambda m, x, y: DeepFool(m, steps=steps, overshoot=overshoot, candidates=candidates,
+                                              quantize=False)(x, y).adversarial,
+    }
+    if "foolbox" in peers:
+        fb = peers["foolbox"]
+        runners["foolbox"] = lambda m, x, y: foolbox_run(fb, fb.attacks.L2DeepFoolAttack(
+            steps=steps, candidates=candidates, overshoot=overshoot), m, x, y)
+    if "adv-lib" in peers and candidates >= classes:  # adv-lib's df uses every class
+        al = peers["adv-lib"]
+        runners["adv-lib"] = lambda m, x, y: al.df(m, x, y, steps=steps, overshoot=overshoot)
+    if "art" in peers:
+        art = peers["art"]
+        runners["art"] = lambda m, x, y: art_generate(art.attacks.evasion.DeepFool(
+            art_classifier(art, m, x, classes), max_iter=steps, epsilon=overshoot, nb_grads=candidates,
+            batch_size=len(x), verbose=False), x, y, classes)
+    if "torchattacks" in peers and candidates >= classes:  # torchattacks' DeepFool uses every class
+        ta = peers["torchattacks"]
+        runners["torchattacks"] = lambda m, x, y: ta.DeepFool(m, steps=steps, overshoot=overshoot)(x, y)
+    return runners
+
+
+def anchor_runners(peers, budget: dict, steps: int) -> dict[str, Runner]:
+    """adv-lib's strongest minimal-L2 attacks next to smoothadv's C&W and sC&W, about ``steps`` gradients."""
+    runners = {name: runner for name, runner in cw_runners({}, budget, 10).items()}
+    if "adv-lib" in peers:
+        al = peers["adv-lib"]
+        runners["adv-lib DDN"] = lambda m, x, y: al.ddn(m, x, y, steps=steps, levels=None)
+        runners["adv-lib FMN"] = lambda m, x, y: al.fmn(m, x, y, norm=2, steps=steps)
+        runners["adv-lib ALMA"] = lambda m, x, y: al.alma(m, x, y, num_steps=steps, distance="l2",
+                                                          init_lr_distance=0.1)
+    return runners
+
+
+# ------------------------------------------------------------------------------------------ the runs
+@dataclass
+class Setting:
+    """A model and the correctly classified images it is attacked on."""
+
+    name: str
+    model: nn.Module
+    images: torch.Tensor  # (N, C, H, W)
+    labels: torch.Tensor  # (N,)
+    batch_size: int
+    classes: int
+    attempted: int  # images before keeping the correctly classified ones
+
+
+@dataclass
+class Row:
+    family: str
+    setting: Setting
+    budget: str
+    runners: dict[str, Runner]
+    results: dict[str, dict] = field(default_factory=dict)
+
+
+def mnist_setting(count: int, batch_size: int) -> Setting:
+    data = load_mnist("test", limit=count)
+    return _correct_only("C4 / MNIST", load_model("c4"), data.batch(range(len(data))), batch_size, 10)
+
+
+def imagenet_setting(batch_size: int) -> Setting:
+    info = model_info("efficientnet-lite0")
+    data = load_imagenet_samples(info.input_size, resize=info.resize)
+    return _correct_only("Lite0 / ImageNet photos", load_model("efficientnet-lite0"),
+                         data.batch(range(len(data))), batch_size, 1000)
+
+
+def _correct_only(name: str, model: nn.Module, batch, batch_size: int, classes: int) -> Setting:
+    with torch.no_grad():
+        correct = model(batch.images).argmax(1) == batch.labels
+    return Setting(name, model, batch.images[correct], batch.labels[correct], batch_size, classes,
+                   len(batch.labels))
+
+
+def run_row(row: Row, *, verbose: bool = True) -> Row:
+    """Run every library of ``row`` on every batch, libraries interleaved, and measure them alike."""
+    setting = row.setting
+    names = list(row.runners)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    outputs: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+    failures: dict[str, str] = {}
+    starts = range(0, len(setting.labels), setting.batch_size)
+    for index, start in enumerate(starts):
+        images = setting.images[start:start + setting.batch_size]
+        labels = setting.labels[start:start + setting.batch_size]
+        order = names[index % len(names):] + names[:index % len(names)]
+        for name in order:
+            if name in failures:
+                continue
+            torch.manual_seed(0)
+            begin = time.perf_counter()
+            try:
+                with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+                    warnings.simplefilter("ignore")
+                    adversarial = row.runners[name](setting.model, images.clone(), labels.clone())
+            except Exception as error:  # noqa: BLE001 - report a failing peer, keep the others
+                failures[name] = f"{type(error).__name__}: {error}"[:200]
+                continue
+            times[name].append(time.perf_counter() - begin)
+            outputs[name].append(adversarial.detach().to(images.dtype).reshape(images.shape))
+        if verbose:
+            done = min(start + setting.batch_size, len(setting.labels))
+            print(f"  [{row.family} {row.budget} on {setting.name}] {done}/{len(setting.labels)} images: "
+                  + ", ".join(f"{n} {times[n][-1]:.1f}s" for n in names if times[n] and n not in failures),
+                  file=sys.stderr, flush=True)
+    for name in names:
+        if name in failures:
+            row.results[name] = {"error": failures[name]}
+            continue
+        row.results[name] = strength(setting, torch.cat(outputs[name]))
+        total = sum(times[name])
+        ratios = [t / ours for t, ours in zip(times[name], times["smoothadv"], strict=True)]
+        row.results[name].update(seconds=total, images_per_second=len(setting.labels) / total,
+                                 time_ratio=statistics.median(ratios), batches=len(ratios))
+    return row
+
+
+def strength(setting: Setting, adversarial: torch.Tensor) -> dict:
+    """P_suc and D_bar (mean, median L2 over successes) measured by us for every library."""
+    with torch.no_grad():
+        predictions = torch.cat([setting.model(adversarial[i:i + setting.batch_size]).argmax(1)
+                                 for i in range(0, len(adversarial), setting.batch_size)])
+    success = predictions != setting.labels
+    l2 = (adversarial - setting.images).flatten(1).norm(dim=1)
+    in_range = bool(((adversarial >= 0) & (adversarial <= 1)).all())
+    successful = l2[success]
+    return {
+        "images": len(success), "p_suc": float(success.float().mean()),
+        "d_bar": float(successful.mean()) if len(successful) else float("nan"),
+        "d_median": float(successful.median()) if len(successful) else float("nan"),
+        "in_range": in_range,
+    }
+
+
+def build_rows(names: list[str], peers, mnist: Setting | None, imagenet: Setting | None,
+               imagenet_cw: tuple[int, int], anchor_steps: int) -> list[Row]:
+    rows: list[Row] = []
+    for setting, preset in ((mnist, "mnist"), (imagenet, "imagenet")):
+        if setting is None:
+            continue
+        cw = dict(PRESETS[preset]["cw"], smoothing=PRESETS[preset]["smoothing"])
+        if preset == "imagenet":
+            cw.update(binary_search_steps=imagenet_cw[0], steps=imagenet_cw[1])
+        budget = f"{cw['binary_search_steps']}x{cw['steps']}"
+        if "cw" in names:
+            rows.append(Row("C&W L2", setting, budget, cw_runners(peers, cw, setting.classes)))
+        if "anchors" in names and preset == "mnist":
+            rows.append(Row("minimal L2", setting, f"~{anchor_steps} grads",
+                            anchor_runners(peers, cw, anchor_steps)))
+        epsilons = [1.0, 2.0] if preset == "mnist" else [0.5, 1.0]
+        if "pgd2" in names:
+            for epsilon in epsilons:
+                rows.append(Row("PGD L2", setting, f"eps {epsilon:g}, 10 x {epsilon / 4:g}",
+                                pgd2_runners(peers, epsilon, 10, epsilon / 4, setting.classes)))
+        if "fgsm" in names:
+            for epsilon in ([0.1, 0.2] if preset == "mnist" else [1 / 255, 4 / 255]):
+                rows.append(Row("FGSM", setting, f"eps {epsilon:.3g}",
+                                fgsm_runners(peers, epsilon, setting.classes)))
+        if "deepfool" in names:
+            candidates = setting.classes if preset == "mnist" else 10
+            rows.append(Row("DeepFool", setting, f"50 steps, {candidates} classes",
+                            deepfool_runners(peers, 50, 0.02, candidates, setting.classes)))
+    return rows
+
+
+# ------------------------------------------------------------------------------------------ reporting
+def as_records(rows: list[Row]) -> list[dict]:
+    return [{"family": row.family, "setting": row.setting.name, "budget": row.budget, "library": name,
+             "n": len(row.setting.labels), "n_attempted": row.setting.attempted, **result}
+            for row in rows for name, result in row.results.items()]
+
+
+def markdown(rows: list[Row], machine: str, command: str) -> str:
+    lines = [
+        "# smoothadv against its peers", "",
+        f"Made by `{command}` on {machine}. Time ratio: median over batches of (library time / smoothadv",
+        "time on the same batch, same process); below 1 means faster than smoothadv. P_suc and D_bar",
+        "(mean and median L2 of successes) are measured by the benchmark, identically for all libraries,",
+        "on the correctly classified images only.", "",
+        "| attack | setting | budget | library | images/s | time ratio | P_suc | D_bar | D median |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        for name, r in row.results.items():
+            head = f"| {row.family} | {row.setting.name} (N={len(row.setting.labels)}) | {row.budget} | {name} |"
+            if "error" in r:
+                lines.append(f"{head} failed: {r['error']} | | | | |")
+                continue
+            lines.append(f"{head} {r['images_per_second']:.2f} | {r['time_ratio']:.2f} | {r['p_suc']:.3f} | "
+                         f"{r['d_bar']:.3f} | {r['d_median']:.3f} |")
+    lines += ["", "## Targets", ""] + [f"- {line}" for line in target_lines(rows)]
+    return "\n".join(lines) + "\n"
+
+
+def target_lines(rows: list[Row]) -> list[str]:
+    """The issue's targets, checked on this run's numbers."""
+    lines = []
+    for row in rows:
+        results = {n: r for n, r in row.results.items() if "error" not in r}
+        ours = results.get("smoothadv")
+        if ours is None:
+            continue
+        peers = {n: r for n, r in results.items() if not n.startswith("smoothadv")}
+        where = f"{row.family} {row.budget} on {row.setting.name}"
+        if row.family == "C&W L2" and peers:
+            searching = {n: r for n, r in peers.items() if "no search" not in n}
+            fastest = min(searching or peers, key=lambda n: peers[n]["time_ratio"])
+            best = min(searching or peers, key=lambda n: peers[n]["d_bar"])
+            speedup = peers[fastest]["time_ratio"]
+            worse = ours["d_bar"] / peers[best]["d_bar"] - 1
+            lines.append(f"{where}: {speedup:.2f}x faster than the fastest peer with a binary search "
+                         f"({fastest}) (target >= 2: {'met' if speedup >= 2 else 'MISSED'}); D_bar "
+                         f"{ours['d_bar']:.3f} vs best peer {best} {peers[best]['d_bar']:.3f} "
+                         f"({100 * worse:+.1f}%, target <= +2%: {'met' if worse <= 0.02 else 'MISSED'})")
+            smooth = results.get("smoothadv sC&W")
+            if smooth:
+                ratio = smooth["time_ratio"]
+                lines.append(f"{where}: sC&W / C&W time {ratio:.2f} (target <= 1.2: "
+                             f"{'met' if ratio <= 1.2 else 'MISSED'}; the paper: 4.4)")
+        elif row.family in ("PGD L2", "FGSM") and peers:
+            fastest = min(peers, key=lambda n: peers[n]["time_ratio"])
+            speedup = peers[fastest]["time_ratio"]
+            lines.append(f"{where}: fastest peer {fastest} takes {speedup:.2f}x smoothadv's time "
+                         f"(target >= 1: {'met' if speedup >= 1 else 'MISSED'})")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", default="cw,anchors,pgd2,fgsm,deepfool",
+                        help="comma-separated families: cw, anchors, pgd2, fgsm, deepfool")
+    parser.add_argument("--settings", default="mnist,imagenet", help="mnist, imagenet or both")
+    parser.add_argument("--mnist-images", type=int, default=500, help="first N MNIST test images")
+    parser.add_argument("--mnist-batch", type=int, default=100)
+    parser.add_argument("--imagenet-batch", type=int, default=6)
+    parser.add_argument("--imagenet-cw", default="5x50",
+                        help="binary-search steps x iterations of C&W on ImageNet (MNIST: the preset, 9x100)")
+    parser.add_argument("--anchor-steps", type=int, default=900,
+                        help="iterations of DDN/FMN/ALMA (C&W 9x100 spends at most 900 gradients)")
+    parser.add_argument("--peers", default=",".join(PEER_NAMES))
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1 is the most stable on a shared machine)")
+    parser.add_argument("--report", type=Path, default=Path("out/peers/peers.md"),
+                        help="markdown report to write")
+    parser.add_argument("--json", action="store_true", help="print the per-library records as JSON")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    wanted = args.peers.split(",") if args.peers else []
+    peers = {name: module for name, module in import_peers().items() if name in wanted}
+    settings = args.settings.split(",")
+    mnist = mnist_setting(args.mnist_images, args.mnist_batch) if "mnist" in settings else None
+    imagenet = imagenet_setting(args.imagenet_batch) if "imagenet" in settings else None
+    searches, steps = (int(v) for v in args.imagenet_cw.split("x"))
+    rows = build_rows(args.rows.split(","), peers, mnist, imagenet, (searches, steps), args.anchor_steps)
+    for row in rows:
+        run_row(row)
+    machine = (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch thread(s), "
+               f"torch {torch.__version__}")
+    command = "python benchmarks/peers.py " + " ".join(sys.argv[1:])
+    report = markdown(rows, machine, command.strip())
+    args.report.parent.mkdir(parents=True, exist_ok=True)
+    args.report.write_text(report)
+    if args.json:
+        print(json.dumps({"machine": machine, "records": as_records(rows), "targets": target_lines(rows)},
+                         indent=2))
+    else:
+        print(report)
+        print(f"report written to {args.report}")
+
+
+if __name__ == "__main__":
+    main()
