@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.smoothadv-installed
 
-.PHONY: demo test test-slow lint bench clean
+.PHONY: demo test test-slow lint bench bench-peers clean
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,12 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/smoothing.py
+
+# Side-by-side with Foolbox, torchattacks, ART and adv-lib (benchmark-only dependencies, about an hour).
+bench-peers: $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt requests GitPython scikit-learn six typing-extensions
+	$(BIN)/python -m pip install --quiet --no-deps -r benchmarks/requirements-peers.txt
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/peers.py --report docs/peers.md
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info

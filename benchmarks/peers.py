@@ -34,9 +34,9 @@ import sys
 import time
 import types
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -120,9 +120,9 @@ def cw_runners(peers, budget: dict, classes: int) -> dict[str, Runner]:
     ours = dict(binary_search_steps=searches, steps=steps, learning_rate=rate, initial_constant=constant,
                 margin=margin, quantize=False)
     runners: dict[str, Runner] = {
-        "smoothadv": lambda m, x, y: CarliniWagnerL2(m, **ours)(x, y).adversarial,
+        "smoothadv": lambda m, x, y: CarliniWagnerL2(m, **ours).generate(x, y),
         "smoothadv sC&W": lambda m, x, y: SmoothCarliniWagnerL2(
-            m, smoothing=budget["smoothing"], **ours)(x, y).adversarial,
+            m, smoothing=budget["smoothing"], **ours).generate(x, y),
     }
     if "foolbox" in peers:
         fb = peers["foolbox"]
@@ -151,7 +151,7 @@ def pgd2_runners(peers, epsilon: float, steps: int, step_size: float, classes: i
     """L2 PGD (normalised-gradient steps, projection on the L2 ball, no random start)."""
     runners: dict[str, Runner] = {
         "smoothadv": lambda m, x, y: PGD2(m, epsilon, steps=steps, step_size=step_size,
-                                          quantize=False)(x, y).adversarial,
+                                          quantize=False).generate(x, y),
     }
     if "foolbox" in peers:
         fb = peers["foolbox"]
@@ -172,7 +172,7 @@ def pgd2_runners(peers, epsilon: float, steps: int, step_size: float, classes: i
 def fgsm_runners(peers, epsilon: float, classes: int) -> dict[str, Runner]:
     """One L-inf signed-gradient step of size epsilon."""
     runners: dict[str, Runner] = {
-        "smoothadv": lambda m, x, y: FGSM(m, epsilon, quantize=False)(x, y).adversarial,
+        "smoothadv": lambda m, x, y: FGSM(m, epsilon, quantize=False).generate(x, y),
     }
     if "foolbox" in peers:
         fb = peers["foolbox"]
@@ -192,7 +192,7 @@ def deepfool_runners(peers, steps: int, overshoot: float, candidates: int, class
     """L2 DeepFool over the ``candidates`` most likely classes."""
     runners: dict[str, Runner] = {
         "smoothadv": lambda m, x, y: DeepFool(m, steps=steps, overshoot=overshoot, candidates=candidates,
-                                              quantize=False)(x, y).adversarial,
+                                              quantize=False).generate(x, y),
     }
     if "foolbox" in peers:
         fb = peers["foolbox"]
@@ -244,6 +244,8 @@ class Row:
     setting: Setting
     budget: str
     runners: dict[str, Runner]
+    #: libraries too slow for the whole set run on its first N images only (time ratios are per image)
+    limits: dict[str, int] = field(default_factory=dict)
     results: dict[str, dict] = field(default_factory=dict)
 
 
@@ -271,6 +273,7 @@ def run_row(row: Row, *, verbose: bool = True) -> Row:
     setting = row.setting
     names = list(row.runners)
     times: dict[str, list[float]] = {name: [] for name in names}
+    ratios: dict[str, list[float]] = {name: [] for name in names}
     outputs: dict[str, list[torch.Tensor]] = {name: [] for name in names}
     failures: dict[str, str] = {}
     starts = range(0, len(setting.labels), setting.batch_size)
@@ -278,44 +281,55 @@ def run_row(row: Row, *, verbose: bool = True) -> Row:
         images = setting.images[start:start + setting.batch_size]
         labels = setting.labels[start:start + setting.batch_size]
         order = names[index % len(names):] + names[:index % len(names)]
+        taken: dict[str, int] = {}
         for name in order:
-            if name in failures:
+            count = min(len(labels), row.limits.get(name, len(setting.labels)) - start)
+            if name in failures or count <= 0:
                 continue
             torch.manual_seed(0)
             begin = time.perf_counter()
             try:
                 with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
                     warnings.simplefilter("ignore")
-                    adversarial = row.runners[name](setting.model, images.clone(), labels.clone())
+                    adversarial = row.runners[name](setting.model, images[:count].clone(),
+                                                    labels[:count].clone())
             except Exception as error:  # noqa: BLE001 - report a failing peer, keep the others
                 failures[name] = f"{type(error).__name__}: {error}"[:200]
                 continue
             times[name].append(time.perf_counter() - begin)
-            outputs[name].append(adversarial.detach().to(images.dtype).reshape(images.shape))
+            taken[name] = count
+            outputs[name].append(adversarial.detach().to(images.dtype).reshape(images[:count].shape))
+        if "smoothadv" in taken:
+            per_image = times["smoothadv"][-1] / taken["smoothadv"]
+            for name, count in taken.items():
+                ratios[name].append(times[name][-1] / count / per_image)
         if verbose:
             done = min(start + setting.batch_size, len(setting.labels))
             print(f"  [{row.family} {row.budget} on {setting.name}] {done}/{len(setting.labels)} images: "
-                  + ", ".join(f"{n} {times[n][-1]:.1f}s" for n in names if times[n] and n not in failures),
-                  file=sys.stderr, flush=True)
+                  + ", ".join(f"{n} {times[n][-1]:.1f}s" for n in taken), file=sys.stderr, flush=True)
     for name in names:
         if name in failures:
             row.results[name] = {"error": failures[name]}
             continue
-        row.results[name] = strength(setting, torch.cat(outputs[name]))
-        total = sum(times[name])
-        ratios = [t / ours for t, ours in zip(times[name], times["smoothadv"], strict=True)]
-        row.results[name].update(seconds=total, images_per_second=len(setting.labels) / total,
-                                 time_ratio=statistics.median(ratios), batches=len(ratios))
+        adversarial = torch.cat(outputs[name])
+        row.results[name] = strength(setting, adversarial)
+        seconds = sum(times[name])
+        row.results[name].update(seconds=seconds, images_per_second=len(adversarial) / seconds,
+                                 time_ratio=statistics.median(ratios[name]), batches=len(ratios[name]))
     return row
 
 
 def strength(setting: Setting, adversarial: torch.Tensor) -> dict:
-    """P_suc and D_bar (mean, median L2 over successes) measured by us for every library."""
+    """P_suc and D_bar (mean, median L2 over successes) measured by us for every library.
+
+    ``adversarial`` holds the first len(adversarial) images of the setting (all of them, or a limit).
+    """
+    count = len(adversarial)
     with torch.no_grad():
         predictions = torch.cat([setting.model(adversarial[i:i + setting.batch_size]).argmax(1)
-                                 for i in range(0, len(adversarial), setting.batch_size)])
-    success = predictions != setting.labels
-    l2 = (adversarial - setting.images).flatten(1).norm(dim=1)
+                                 for i in range(0, count, setting.batch_size)])
+    success = predictions != setting.labels[:count]
+    l2 = (adversarial - setting.images[:count]).flatten(1).norm(dim=1)
     in_range = bool(((adversarial >= 0) & (adversarial <= 1)).all())
     successful = l2[success]
     return {
@@ -327,7 +341,7 @@ def strength(setting: Setting, adversarial: torch.Tensor) -> dict:
 
 
 def build_rows(names: list[str], peers, mnist: Setting | None, imagenet: Setting | None,
-               imagenet_cw: tuple[int, int], anchor_steps: int) -> list[Row]:
+               imagenet_cw: tuple[int, int], anchor_steps: int, art_cw_limits: tuple[int, int]) -> list[Row]:
     rows: list[Row] = []
     for setting, preset in ((mnist, "mnist"), (imagenet, "imagenet")):
         if setting is None:
@@ -337,7 +351,9 @@ def build_rows(names: list[str], peers, mnist: Setting | None, imagenet: Setting
             cw.update(binary_search_steps=imagenet_cw[0], steps=imagenet_cw[1])
         budget = f"{cw['binary_search_steps']}x{cw['steps']}"
         if "cw" in names:
-            rows.append(Row("C&W L2", setting, budget, cw_runners(peers, cw, setting.classes)))
+            art_limit = art_cw_limits[0 if preset == "mnist" else 1]
+            rows.append(Row("C&W L2", setting, budget, cw_runners(peers, cw, setting.classes),
+                            limits={"art": art_limit}))
         if "anchors" in names and preset == "mnist":
             rows.append(Row("minimal L2", setting, f"~{anchor_steps} grads",
                             anchor_runners(peers, cw, anchor_steps)))
@@ -371,17 +387,17 @@ def markdown(rows: list[Row], machine: str, command: str) -> str:
         "time on the same batch, same process); below 1 means faster than smoothadv. P_suc and D_bar",
         "(mean and median L2 of successes) are measured by the benchmark, identically for all libraries,",
         "on the correctly classified images only.", "",
-        "| attack | setting | budget | library | images/s | time ratio | P_suc | D_bar | D median |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|",
+        "| attack | setting | budget | library | N | images/s | time ratio | P_suc | D_bar | D median |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         for name, r in row.results.items():
-            head = f"| {row.family} | {row.setting.name} (N={len(row.setting.labels)}) | {row.budget} | {name} |"
+            head = f"| {row.family} | {row.setting.name} | {row.budget} | {name} |"
             if "error" in r:
-                lines.append(f"{head} failed: {r['error']} | | | | |")
+                lines.append(f"{head} | failed: {r['error']} | | | | |")
                 continue
-            lines.append(f"{head} {r['images_per_second']:.2f} | {r['time_ratio']:.2f} | {r['p_suc']:.3f} | "
-                         f"{r['d_bar']:.3f} | {r['d_median']:.3f} |")
+            lines.append(f"{head} {r['images']} | {r['images_per_second']:.2f} | {r['time_ratio']:.2f} | "
+                         f"{r['p_suc']:.3f} | {r['d_bar']:.3f} | {r['d_median']:.3f} |")
     lines += ["", "## Targets", ""] + [f"- {line}" for line in target_lines(rows)]
     return "\n".join(lines) + "\n"
 
@@ -431,6 +447,8 @@ def main() -> None:
                         help="binary-search steps x iterations of C&W on ImageNet (MNIST: the preset, 9x100)")
     parser.add_argument("--anchor-steps", type=int, default=900,
                         help="iterations of DDN/FMN/ALMA (C&W 9x100 spends at most 900 gradients)")
+    parser.add_argument("--art-cw-images", default="20,2",
+                        help="MNIST,ImageNet images for ART's C&W (about 20x slower than the others)")
     parser.add_argument("--peers", default=",".join(PEER_NAMES))
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1 is the most stable on a shared machine)")
@@ -445,7 +463,9 @@ def main() -> None:
     mnist = mnist_setting(args.mnist_images, args.mnist_batch) if "mnist" in settings else None
     imagenet = imagenet_setting(args.imagenet_batch) if "imagenet" in settings else None
     searches, steps = (int(v) for v in args.imagenet_cw.split("x"))
-    rows = build_rows(args.rows.split(","), peers, mnist, imagenet, (searches, steps), args.anchor_steps)
+    art_limits = tuple(int(v) for v in args.art_cw_images.split(","))
+    rows = build_rows(args.rows.split(","), peers, mnist, imagenet, (searches, steps), args.anchor_steps,
+                      art_limits)
     for row in rows:
         run_row(row)
     machine = (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch thread(s), "
