@@ -32,6 +32,7 @@ import time
 import warnings
 from collections.abc import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -224,6 +225,29 @@ def load_classifier() -> tuple[nn.Module, str]:
         return StandInClassifier(), f"stand-in MobileNetV2-like CNN, random weights ({reason})"
 
 
+def read_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
+    """Single-thread memory read bandwidth in bytes/s (best of ``repeats`` sums of a large array)."""
+    array = np.random.default_rng(0).random(megabytes * (1 << 20) // 8)
+    best = min(median_seconds(array.sum, 1, warmup=1)[0] for _ in range(repeats))
+    return array.nbytes / best
+
+
+def traffic_floor_ms(smoother) -> dict:
+    """Lower bound of an exact direct forward+backward smoothing set by memory traffic alone.
+
+    A triangular-solve pair reads every stored factor entry once (8-byte value + 4-byte row index); a
+    forward+backward smoothing is two solves. A Cholesky factor would store half the entries but is read
+    twice per solve, so the same bound holds for it with the same fill.
+    """
+    nonzeros = smoother.solver.factor_nonzeros
+    bandwidth = read_bandwidth()
+    return {
+        "factor_nonzeros": nonzeros,
+        "read_bandwidth_gb_s": bandwidth / 1e9,
+        "floor_ms": 1e3 * 2 * 12 * nonzeros / bandwidth,
+    }
+
+
 def bench_classifier(repeats: int, size: int = 224) -> dict:
     """Classifier forward + backward (to the input, batch of one) against the exact smoothing at one size.
 
@@ -280,6 +304,7 @@ def bench_classifier(repeats: int, size: int = 224) -> dict:
         "ratio_cpu_time": ratio("per_channel", 1),
         "joint_exact_smoothing_fwd_bwd_ms": median_ms("joint"),
         "joint_ratio": ratio("joint"),
+        "traffic_floor": traffic_floor_ms(smoothers["per_channel"]),
     }
 
 
@@ -362,6 +387,13 @@ def format_table(results: dict) -> str:
             f"rounds): {classifier['exact_smoothing_fwd_bwd_ms']:.1f} ms per channel (preset); "
             f"{classifier['joint_exact_smoothing_fwd_bwd_ms']:.1f} ms with one joint graph "
             f"({100 * classifier['joint_ratio']:.1f}% of the classifier)"
+        )
+        floor = classifier["traffic_floor"]
+        lines.append(
+            f"Memory-traffic floor of that exact smoothing: {floor['factor_nonzeros']:,} factor entries read "
+            f"twice at {floor['read_bandwidth_gb_s']:.1f} GB/s = {floor['floor_ms']:.1f} ms "
+            f"({100 * floor['floor_ms'] / classifier['fwd_bwd_ms']:.1f}% of the classifier) for any exact "
+            "direct solve with this fill"
         )
     if "target" in results:
         target = results["target"]

@@ -176,6 +176,11 @@ class DirectSolver(LaplacianSolver):
         self.chunks = list(zip(_thread_map(_factorize, blocks), spans, strict=True))
         self.shared_graph = groups == 1
 
+    @property
+    def factor_nonzeros(self) -> int:
+        """Stored nonzeros of all factors (L + U); every solve reads each of them once."""
+        return sum(factor.L.nnz + factor.U.nnz for factor, _ in self.chunks)
+
     def solve(self, rhs: torch.Tensor) -> torch.Tensor:
         batch, channels, height, width = rhs.shape
         # dtype conversions in NumPy (one thread): as torch ops they are parallel regions whose start-up

@@ -1,0 +1,76 @@
+"""The peers benchmark harness measures every library alike (no peer library needed for these tests)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from attack_fixtures import blocky_images, tiny_classifier
+
+PEERS_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "peers.py"
+
+
+@pytest.fixture(scope="module")
+def peers():
+    spec = importlib.util.spec_from_file_location("peers_benchmark", PEERS_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the script runs
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def setting(peers):
+    model = tiny_classifier()
+    images = blocky_images(batch=8)
+    with torch.no_grad():
+        labels = model(images).argmax(1)
+    return peers.Setting("tiny", model, images, labels, batch_size=3, classes=5, attempted=8)
+
+
+def test_strength_is_conditional_on_success(peers, setting):
+    adversarial = setting.images.clone()
+    adversarial[:2] = 1.0 - adversarial[:2]  # changes the prediction only if the model says so
+    with torch.no_grad():
+        flipped = setting.model(adversarial).argmax(1) != setting.labels
+    l2 = (adversarial - setting.images).flatten(1).norm(dim=1)
+    assert 0 < int(flipped.sum()) < 2  # one success, one failure among the changed images
+    result = peers.strength(setting, adversarial)
+    assert result["p_suc"] == pytest.approx(flipped.float().mean().item())
+    assert result["d_bar"] == pytest.approx(l2[flipped].mean().item())  # the failure is not averaged in
+    assert math.isnan(peers.strength(setting, setting.images.clone())["d_bar"])  # no success: no D_bar
+
+
+def test_run_row_interleaves_libraries_and_honours_limits(peers, setting):
+    calls = []
+
+    def identity(model, images, labels):
+        calls.append(("identity", len(images)))
+        return images
+
+    def pgd(model, images, labels):
+        calls.append(("pgd", len(images)))
+        return peers.PGD2(model, 2.0, quantize=False).generate(images, labels)
+
+    row = peers.Row("test", setting, "budget", {"smoothadv": pgd, "identity": identity},
+                    limits={"identity": 4})
+    peers.run_row(row, verbose=False)
+    assert [c for c in calls if c[0] == "identity"] == [("identity", 3), ("identity", 1)]
+    assert row.results["identity"]["images"] == 4 and row.results["identity"]["p_suc"] == 0.0
+    assert row.results["smoothadv"]["images"] == 8 and row.results["smoothadv"]["time_ratio"] == 1.0
+    assert row.results["smoothadv"]["batches"] == 3
+
+
+def test_failing_library_is_reported_not_fatal(peers, setting):
+    def broken(model, images, labels):
+        raise RuntimeError("peer exploded")
+
+    row = peers.Row("test", setting, "budget", {"smoothadv": lambda m, x, y: x, "broken": broken})
+    peers.run_row(row, verbose=False)
+    assert "peer exploded" in row.results["broken"]["error"]
+    assert "broken" in peers.markdown([row], "machine", "command")
