@@ -225,6 +225,20 @@ def anchor_runners(peers, budget: dict, steps: int) -> dict[str, Runner]:
 
 
 # ------------------------------------------------------------------------------------------ the runs
+class CountingModel(nn.Module):
+    """The model, counting the images it forwards: the work profile of each library (gradient budget)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.images = 0
+        self.eval()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        self.images += len(images)
+        return self.model(images)
+
+
 @dataclass
 class Setting:
     """A model and the correctly classified images it is attacked on."""
@@ -275,6 +289,7 @@ def run_row(row: Row, *, verbose: bool = True) -> Row:
     times: dict[str, list[float]] = {name: [] for name in names}
     ratios: dict[str, list[float]] = {name: [] for name in names}
     outputs: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+    forwards = dict.fromkeys(names, 0)
     failures: dict[str, str] = {}
     starts = range(0, len(setting.labels), setting.batch_size)
     for index, start in enumerate(starts):
@@ -287,16 +302,17 @@ def run_row(row: Row, *, verbose: bool = True) -> Row:
             if name in failures or count <= 0:
                 continue
             torch.manual_seed(0)
+            counting = CountingModel(setting.model)
             begin = time.perf_counter()
             try:
                 with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
                     warnings.simplefilter("ignore")
-                    adversarial = row.runners[name](setting.model, images[:count].clone(),
-                                                    labels[:count].clone())
+                    adversarial = row.runners[name](counting, images[:count].clone(), labels[:count].clone())
             except Exception as error:  # noqa: BLE001 - report a failing peer, keep the others
                 failures[name] = f"{type(error).__name__}: {error}"[:200]
                 continue
             times[name].append(time.perf_counter() - begin)
+            forwards[name] += counting.images
             taken[name] = count
             outputs[name].append(adversarial.detach().to(images.dtype).reshape(images[:count].shape))
         if "smoothadv" in taken:
@@ -315,7 +331,9 @@ def run_row(row: Row, *, verbose: bool = True) -> Row:
         row.results[name] = strength(setting, adversarial)
         seconds = sum(times[name])
         row.results[name].update(seconds=seconds, images_per_second=len(adversarial) / seconds,
-                                 time_ratio=statistics.median(ratios[name]), batches=len(ratios[name]))
+                                 time_ratio=statistics.median(ratios[name]), batches=len(ratios[name]),
+                                 forwards_per_image=forwards[name] / len(adversarial),
+                                 ms_per_forward=1e3 * seconds / max(forwards[name], 1))
     return row
 
 
@@ -386,18 +404,22 @@ def markdown(rows: list[Row], machine: str, command: str) -> str:
         f"Made by `{command}` on {machine}. Time ratio: median over batches of (library time / smoothadv",
         "time on the same batch, same process); below 1 means faster than smoothadv. P_suc and D_bar",
         "(mean and median L2 of successes) are measured by the benchmark, identically for all libraries,",
-        "on the correctly classified images only.", "",
-        "| attack | setting | budget | library | N | images/s | time ratio | P_suc | D_bar | D median |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "on the correctly classified images only. passes/image: images the library forwarded through the",
+        "model per attacked image (its gradient budget actually spent); ms/pass: wall time per forwarded",
+        "image, i.e. the cost of one iteration per image including backward passes and overhead.", "",
+        "| attack | setting | budget | library | N | images/s | time ratio | passes/image | ms/pass "
+        "| P_suc | D_bar | D median |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         for name, r in row.results.items():
             head = f"| {row.family} | {row.setting.name} | {row.budget} | {name} |"
             if "error" in r:
-                lines.append(f"{head} | failed: {r['error']} | | | | |")
+                lines.append(f"{head} | failed: {r['error']} | | | | | | |")
                 continue
             lines.append(f"{head} {r['images']} | {r['images_per_second']:.2f} | {r['time_ratio']:.2f} | "
-                         f"{r['p_suc']:.3f} | {r['d_bar']:.3f} | {r['d_median']:.3f} |")
+                         f"{r['forwards_per_image']:.0f} | {r['ms_per_forward']:.2f} | {r['p_suc']:.3f} | "
+                         f"{r['d_bar']:.3f} | {r['d_median']:.3f} |")
     lines += ["", "## Targets", ""] + [f"- {line}" for line in target_lines(rows)]
     return "\n".join(lines) + "\n"
 

@@ -64,6 +64,8 @@ def test_run_row_interleaves_libraries_and_honours_limits(peers, setting):
     assert row.results["identity"]["images"] == 4 and row.results["identity"]["p_suc"] == 0.0
     assert row.results["smoothadv"]["images"] == 8 and row.results["smoothadv"]["time_ratio"] == 1.0
     assert row.results["smoothadv"]["batches"] == 3
+    assert row.results["smoothadv"]["forwards_per_image"] == 10  # 10 steps, the clean pass shared
+    assert row.results["identity"]["forwards_per_image"] == 0
 
 
 def test_failing_library_is_reported_not_fatal(peers, setting):
