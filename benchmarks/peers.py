@@ -28,6 +28,7 @@ import argparse
 import contextlib
 import io
 import json
+import os
 import platform
 import statistics
 import sys
@@ -457,6 +458,17 @@ def target_lines(rows: list[Row]) -> list[str]:
     return lines
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux), else the architecture."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default="cw,anchors,pgd2,fgsm,deepfool",
@@ -490,7 +502,7 @@ def main() -> None:
                       art_limits)
     for row in rows:
         run_row(row)
-    machine = (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch thread(s), "
+    machine = (f"{cpu_model()} ({os.cpu_count()} CPUs, shared), {torch.get_num_threads()} torch thread(s), "
                f"torch {torch.__version__}")
     command = "python benchmarks/peers.py " + " ".join(sys.argv[1:])
     report = markdown(rows, machine, command.strip())
