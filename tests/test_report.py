@@ -19,6 +19,7 @@ from attack_fixtures import blocky_images, tiny_classifier
 from smoothadv.evaluation import evaluate
 from smoothadv.report import plot_operating_characteristics, table_markdown, table_text, write_report
 from smoothadv.report.html import Section, render_html
+from smoothadv.report.plots import distortion_axis_limit
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CHROMIUM = "/usr/bin/chromium"
@@ -139,6 +140,13 @@ def test_plot_of_hand_made_records(tmp_path):
     ]
     data = plot_operating_characteristics(records, tmp_path / "oc.png", title="t")
     assert data.startswith(PNG_SIGNATURE) and (tmp_path / "oc.png").read_bytes() == data
+
+
+def test_distortion_axis_is_cut_only_for_outliers():
+    assert distortion_axis_limit([0.5, 1.0, 2.0]) == (2.0, False)
+    right, cut = distortion_axis_limit([0.01 * i for i in range(1, 101)] + [34.0])
+    assert cut and right == pytest.approx(1.15 * 0.99)
+    assert distortion_axis_limit([]) == (1e-9, False)
 
 
 def test_render_html_escapes_everything():
