@@ -487,7 +487,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1 is the most stable on a shared machine)")
     parser.add_argument("--report", type=Path, default=Path("out/peers/peers.md"),
-                        help="markdown report to write")
+                        help="markdown report (rewritten after each row; records beside it as .json)")
     parser.add_argument("--json", action="store_true", help="print the per-library records as JSON")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -500,20 +500,25 @@ def main() -> None:
     art_limits = tuple(int(v) for v in args.art_cw_images.split(","))
     rows = build_rows(args.rows.split(","), peers, mnist, imagenet, (searches, steps), args.anchor_steps,
                       art_limits)
-    for row in rows:
-        run_row(row)
     machine = (f"{cpu_model()} ({os.cpu_count()} CPUs, shared), {torch.get_num_threads()} torch thread(s), "
                f"torch {torch.__version__}")
-    command = "python benchmarks/peers.py " + " ".join(sys.argv[1:])
-    report = markdown(rows, machine, command.strip())
+    command = ("python benchmarks/peers.py " + " ".join(sys.argv[1:])).strip()
     args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.write_text(report)
+    for done in range(1, len(rows) + 1):
+        run_row(rows[done - 1])
+        # rewritten after every row, so an interrupted run keeps what it measured
+        report = markdown(rows[:done], machine, command)
+        if done < len(rows):
+            report += f"\n(partial: {done} of {len(rows)} rows)\n"
+        args.report.write_text(report)
+        args.report.with_suffix(".json").write_text(json.dumps(
+            {"machine": machine, "command": command, "records": as_records(rows[:done]),
+             "targets": target_lines(rows[:done])}, indent=2))
     if args.json:
-        print(json.dumps({"machine": machine, "records": as_records(rows), "targets": target_lines(rows)},
-                         indent=2))
+        print(args.report.with_suffix(".json").read_text())
     else:
         print(report)
-        print(f"report written to {args.report}")
+        print(f"report written to {args.report} (records: {args.report.with_suffix('.json')})")
 
 
 if __name__ == "__main__":
