@@ -66,6 +66,12 @@ def test_run_row_interleaves_libraries_and_honours_limits(peers, setting):
     assert row.results["smoothadv"]["batches"] == 3
     assert row.results["smoothadv"]["forwards_per_image"] == 10  # 10 steps, the clean pass shared
     assert row.results["identity"]["forwards_per_image"] == 0
+    assert len(row.results["smoothadv"]["per_image_l2"]) == 8
+
+
+def test_limited_peer_is_compared_on_the_same_images(peers):
+    ours = {"per_image_l2": [1.0, 2.0, 3.0, 9.0], "per_image_success": [True, False, True, True]}
+    assert peers.d_bar_on_first(ours, 3) == pytest.approx(2.0)  # (1 + 3) / 2: the failure and image 4 out
 
 
 def test_failing_library_is_reported_not_fatal(peers, setting):
