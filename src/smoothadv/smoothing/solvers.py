@@ -168,7 +168,9 @@ class DirectSolver(LaplacianSolver):
             per_chunk = max(1, self.BLOCK_UNKNOWNS // (pixels * groups))
             spans = [(slice(b, min(b + per_chunk, batch)), slice(None)) for b in range(0, batch, per_chunk)]
         else:
-            spans = [(slice(b, b + 1), slice(g, g + 1)) for b in range(batch) for g in range(groups)]
+            # one factor per graph; a shared (joint) graph solves all channels as right-hand side columns
+            spans = [(slice(b, b + 1), slice(None) if groups == 1 else slice(g, g + 1))
+                     for b in range(batch) for g in range(groups)]
         blocks = [
             scipy.sparse.block_diag([m for row in matrices[images] for m in row[group]], format="csc")
             for images, group in spans
