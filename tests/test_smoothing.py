@@ -304,14 +304,15 @@ class TestSolversAgree:
 
     @pytest.mark.parametrize("channels", ("per_channel", "joint"))
     def test_large_graphs_factorised_one_per_graph(self, channels):
-        # above DirectSolver.BLOCK_PIXELS each graph gets its own factor; a joint graph must still solve
+        # above DirectSolver.BATCHED_PIXELS each graph gets its own factor; a joint graph must still solve
         # every channel (regression: only the first channel was solved, the others left uninitialised)
-        side = 66  # 4356 pixels > BLOCK_PIXELS = 4096
+        side = 66  # 4356 pixels > BATCHED_PIXELS = 4096
         guide = _random_guide((2, 3, side, side), seed=8)
         z = _random_signal(guide.shape, seed=9)
         config = Smoothing(alpha=0.9, channels=channels, solver="direct")
         smoother = config.prepare(guide)
-        assert len(smoother.solver.chunks) == (2 if channels == "joint" else 6)
+        assert not smoother.solver.batched
+        assert len(smoother.solver.factors) == (2 if channels == "joint" else 6)
         x = smoother.smooth(z, normalize=False)
         residual = (smoother.matvec(x) - z).flatten(2).norm(dim=2) / z.flatten(2).norm(dim=2)
         assert float(residual.max()) <= 1e-10  # every image and channel

@@ -1,0 +1,132 @@
+"""The batched grid Cholesky behind the direct solver (smoothadv.smoothing.cholesky)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from smoothadv.errors import SmoothAdvError
+from smoothadv.smoothing import Smoothing, build_graph, cholesky
+from smoothadv.smoothing.graph import NEIGHBOUR_OFFSETS
+from smoothadv.smoothing.solvers import DirectSolver, assemble_dense
+
+SHAPES = [(1, 1), (1, 7), (6, 1), (5, 8), (13, 9), (28, 28)]
+
+
+def _random_values(pattern, count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Values of ``count`` random symmetric diagonally dominant matrices with the pattern; and the dense
+    matrices in pixel order, (count, n, n)."""
+    rng = np.random.default_rng(seed)
+    source = pattern.matrix_source
+    edges = int(source.max(initial=-1)) + 1
+    weights = rng.uniform(0.0, 1.0, size=(count, max(edges, 1)))
+    values = np.where(source[:, None] >= 0, -weights[:, np.maximum(source, 0)].T, 0.0)
+    n = pattern.size
+    dense = np.zeros((count, n, n))
+    position_of = np.empty(n, np.int64)
+    position_of[pattern.order] = np.arange(n)
+    for column in range(n):  # the upper triangle, in elimination positions, back to pixel order
+        for entry in range(pattern.matrix_indptr[column], pattern.matrix_indptr[column + 1]):
+            row = pattern.matrix_indices[entry]
+            i, j = pattern.order[row], pattern.order[column]
+            dense[:, i, j] = dense[:, j, i] = values[entry]
+    diagonal = np.abs(dense).sum(axis=2) + rng.uniform(0.1, 1.0, size=(count, n))
+    dense[:, np.arange(n), np.arange(n)] = diagonal
+    values[source < 0] = diagonal[:, pattern.order].T
+    return values, dense
+
+
+class TestPattern:
+    @pytest.mark.parametrize("neighbourhood", (4, 8))
+    @pytest.mark.parametrize("shape", SHAPES)
+    def test_order_is_a_permutation_and_supernodes_cover_the_columns(self, shape, neighbourhood):
+        pattern = cholesky.grid_pattern(*shape, NEIGHBOUR_OFFSETS[neighbourhood])
+        n = shape[0] * shape[1]
+        assert sorted(pattern.order.tolist()) == list(range(n))
+        assert pattern.supernodes[0] == 0 and pattern.supernodes[-1] == n
+        assert np.all(np.diff(pattern.supernodes) > 0)
+        # every column starts with its diagonal, rows ascending
+        for j in range(n):
+            rows = pattern.factor_indices[pattern.factor_indptr[j]:pattern.factor_indptr[j + 1]]
+            assert rows[0] == j and np.all(np.diff(rows) > 0)
+
+    def test_nested_dissection_is_a_permutation(self):
+        order = cholesky.nested_dissection_order(17, 23)
+        assert sorted(order.tolist()) == list(range(17 * 23))
+
+    def test_fill_reducing_order_beats_the_natural_order(self):
+        # the natural (row by row) order of a 28x28 grid fills the band: about 28 entries per column
+        pattern = cholesky.grid_pattern(28, 28, NEIGHBOUR_OFFSETS[4])
+        assert pattern.factor_nonzeros < 0.5 * 28 * 28 * 29
+
+    def test_cached_per_shape(self):
+        first = cholesky.grid_pattern(9, 11, NEIGHBOUR_OFFSETS[4])
+        assert cholesky.grid_pattern(9, 11, NEIGHBOUR_OFFSETS[4]) is first
+
+
+class TestFactorAndSolve:
+    @pytest.mark.parametrize("neighbourhood", (4, 8))
+    @pytest.mark.parametrize("shape", SHAPES)
+    def test_solve_matches_dense_solve(self, shape, neighbourhood):
+        pattern = cholesky.grid_pattern(*shape, NEIGHBOUR_OFFSETS[neighbourhood])
+        values, dense = _random_values(pattern, count=5, seed=sum(shape))
+        factor = cholesky.factorize(pattern, values)
+        rhs = np.random.default_rng(1).normal(size=(5, pattern.size))
+        solved = cholesky.solve(pattern, factor, rhs)
+        expected = np.linalg.solve(dense, rhs[..., None])[..., 0]
+        np.testing.assert_allclose(solved, expected, rtol=1e-10, atol=1e-12)
+
+    def test_factor_reproduces_the_permuted_matrix(self):
+        pattern = cholesky.grid_pattern(6, 5, NEIGHBOUR_OFFSETS[8])
+        values, dense = _random_values(pattern, count=2)
+        factor = cholesky.factorize(pattern, values)
+        n = pattern.size
+        for k in range(2):
+            lower = np.zeros((n, n))
+            for j in range(n):
+                span = slice(pattern.factor_indptr[j], pattern.factor_indptr[j + 1])
+                lower[pattern.factor_indices[span], j] = factor[span, k]
+            permuted = dense[k][np.ix_(pattern.order, pattern.order)]
+            np.testing.assert_allclose(lower @ lower.T, permuted, rtol=1e-12, atol=1e-12)
+
+    def test_graphs_are_independent(self):
+        # solving a batch equals solving each matrix on its own
+        pattern = cholesky.grid_pattern(7, 7, NEIGHBOUR_OFFSETS[4])
+        values, _ = _random_values(pattern, count=4)
+        rhs = np.random.default_rng(2).normal(size=(4, pattern.size))
+        batched = cholesky.solve(pattern, cholesky.factorize(pattern, values), rhs)
+        for k in range(4):
+            alone = cholesky.solve(pattern, cholesky.factorize(pattern, values[:, k:k + 1]), rhs[k:k + 1])
+            np.testing.assert_array_equal(alone[0], batched[k])
+
+    def test_not_positive_definite_raises(self):
+        pattern = cholesky.grid_pattern(3, 3, NEIGHBOUR_OFFSETS[4])
+        values, _ = _random_values(pattern, count=2)
+        values[pattern.matrix_source < 0, 1] = -1.0  # negative diagonal in the second matrix
+        with pytest.raises(SmoothAdvError, match="not positive definite"):
+            cholesky.factorize(pattern, values)
+
+
+class TestDirectSolverPaths:
+    @pytest.mark.parametrize("channels", ("per_channel", "joint"))
+    def test_batched_and_superlu_paths_agree(self, channels, monkeypatch):
+        guide = torch.rand(3, 3, 9, 10, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+        z = torch.randn(guide.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+        config = Smoothing(alpha=0.97, channels=channels, solver="direct")
+        batched = config.prepare(guide)
+        assert batched.solver.batched
+        monkeypatch.setattr(DirectSolver, "BATCHED_PIXELS", 0)
+        superlu = config.prepare(guide)
+        assert not superlu.solver.batched
+        torch.testing.assert_close(batched(z), superlu(z), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(batched.adjoint(z), superlu.adjoint(z), rtol=1e-12, atol=1e-12)
+
+    def test_batched_solve_inverts_the_assembled_laplacian(self):
+        guide = torch.rand(2, 1, 12, 12, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+        graph = build_graph(guide, neighbourhood=8, kernel="gaussian", sigma=0.05)
+        solver = DirectSolver(graph, 0.997)
+        rhs = torch.randn(2, 1, 12, 12, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+        matrix = assemble_dense(graph, 0.997)[:, 0]  # (B, n, n)
+        residual = matrix @ solver.solve(rhs).reshape(2, -1, 1) - rhs.reshape(2, -1, 1)
+        assert float(residual.abs().max()) <= 1e-9 * float(rhs.abs().max()) * 666
