@@ -17,6 +17,7 @@ from smoothadv.attacks import (
     quantize_8bit,
 )
 from smoothadv.attacks.base import quantize_within_budget
+from smoothadv.attacks.carlini_wagner import _BestIterates
 from smoothadv.errors import ConfigError, InputError, ModelError, PreflightWarning, RangeError, ShapeError
 from smoothadv.smoothing import Smoothing
 
@@ -125,14 +126,15 @@ def test_smooth_cw_is_smoother_on_flat_regions(results, images):
 
 
 class CountingModel(torch.nn.Module):
-    """Wraps a model and counts its forward passes."""
+    """Wraps a model and counts its forward passes and the images they carry."""
 
     def __init__(self, model):
         super().__init__()
-        self.model, self.calls = model, 0
+        self.model, self.calls, self.images_seen = model, 0, 0
 
     def forward(self, x):
         self.calls += 1
+        self.images_seen += len(x)
         return self.model(x)
 
 
@@ -145,6 +147,62 @@ def test_first_step_reuses_the_clean_forward_pass(model, images, steps, measured
     fresh = make_attack("pgd2", model, epsilon=1.5, steps=steps)
     fresh.reuses_clean_graph = False  # first gradient from its own forward pass
     assert torch.equal(adversarial, fresh.generate(images))
+
+
+class ThresholdModel(torch.nn.Module):
+    """One-pixel images: class 1 wins when the pixel exceeds ``threshold``; counts the images it sees."""
+
+    def __init__(self, threshold: float):
+        super().__init__()
+        self.threshold, self.images_seen = threshold, 0
+
+    def forward(self, x):
+        self.images_seen += len(x)
+        score = 1000.0 * (x.flatten(1).mean(dim=1) - self.threshold)
+        return torch.stack([torch.zeros_like(score), score], dim=1)
+
+
+def _offer(best, model, value: float):
+    iterate = torch.full((1, 1, 1, 1), value, dtype=torch.float64)
+    return best.offer(iterate, model(iterate), torch.tensor([0]))
+
+
+def test_best_iterates_checks_the_least_distorted_first_and_falls_back():
+    model = ThresholdModel(threshold=0.6)
+    original = torch.full((1, 1, 1, 1), 0.5, dtype=torch.float64)
+    best = _BestIterates(model, original, torch.tensor([0]), None, verify_8bit=True)
+    for value in (0.7, 0.65, 0.6005):  # each succeeds and is less distorted than the one before
+        assert not bool(_offer(best, model, value))  # kept aside for the check after rounding
+    model.images_seen = 0
+    improved, verified = best.settle()
+    # 0.6005 rounds to 153/255 = 0.6, which fails; the next older one, 0.65, passes once rounded
+    assert model.images_seen == 2
+    assert bool(improved[0]) and bool(verified[0])
+    assert float(best.images[0].item()) == round(0.65 * 255) / 255
+    assert float(best.l2[0]) == pytest.approx(round(0.65 * 255) / 255 - 0.5)
+    assert not bool(best.settle()[0][0])  # nothing new since
+
+
+def test_best_iterates_without_rounding_keeps_every_improvement_at_once():
+    model = ThresholdModel(threshold=0.6)
+    original = torch.full((1, 1, 1, 1), 0.5, dtype=torch.float64)
+    best = _BestIterates(model, original, torch.tensor([0]), None, verify_8bit=False)
+    assert bool(_offer(best, model, 0.6005))
+    assert float(best.l2[0]) == pytest.approx(0.1005)
+    assert not bool(_offer(best, model, 0.55))  # fails: best unchanged
+    assert float(best.l2[0]) == pytest.approx(0.1005)
+
+
+def test_scw_checks_rounding_once_per_window_not_per_improvement(model, images):
+    # images through the model: the iterations, the clean pass, and at most one check after rounding per
+    # image and abort window (a tenth of the steps); checking each improvement as it came cost 89 checks
+    # here instead of 26
+    counting = CountingModel(model)
+    attack = CarliniWagnerL2(counting, smoothing=Smoothing(alpha=0.9), binary_search_steps=1, steps=50,
+                             abort_early=False, initial_constant=10.0, margin=0.0)
+    attack.generate(images)
+    batch = len(images)
+    assert counting.images_seen <= (50 + 1) * batch + 10 * batch
 
 
 def test_qpgd2_is_pgd2_with_a_smoother(model, images):

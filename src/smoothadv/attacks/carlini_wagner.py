@@ -17,6 +17,10 @@ is multiplied by 10 while no success has been seen.
 Early abort, per image: past half of an inner loop, an image that has succeeded in it leaves it after a
 tenth of the iterations without a less distorted success, and the model then runs on the remaining
 images only.
+
+With 8-bit output (``quantize``), the kept iterate must still succeed once rounded to 256 levels; the
+improving iterates of each tenth of an inner loop are checked together at its end, least distorted first
+(:class:`_BestIterates`), rather than one forward pass per improvement.
 (Carlini & Wagner stop the whole batch when the objective stops decreasing; with the paper's learning
 rate of 0.1 the first iterates overshoot and that rule stops after two tenths, far from the optimum.)
 """
@@ -128,8 +132,7 @@ class CarliniWagnerL2(MinimizationAttack):
         constant = torch.full((batch,), self.initial_constant, dtype=images.dtype, device=device)
         lower = torch.zeros_like(constant)
         upper = torch.full_like(constant, _UPPER_BOUND_NONE)
-        best_l2 = torch.full_like(constant, torch.inf)
-        best = images.clone()
+        best = _BestIterates(self.model, images, labels, targets, verify_8bit=self.quantize)
         iterations = torch.zeros(batch, dtype=torch.long, device=device)
         abort_window = max(self.steps // 10, 1)
 
@@ -138,7 +141,6 @@ class CarliniWagnerL2(MinimizationAttack):
             optimizer = _PerImageAdam(variable, self.learning_rate)
             succeeded = torch.zeros(batch, dtype=torch.bool, device=device)
             active = torch.ones(batch, dtype=torch.bool, device=device)
-            improved_in_window = torch.zeros(batch, dtype=torch.bool, device=device)
             for step in range(self.steps):
                 index = active.nonzero()[:, 0]
                 if len(index) == 0:
@@ -161,47 +163,94 @@ class CarliniWagnerL2(MinimizationAttack):
                 optimizer.step(variable, gradient, index)
                 iterations[index] += 1
                 with torch.no_grad():
-                    improved, success = self._record(adversarial.detach(), logits.detach(), index, images,
-                                                     labels, targets, best, best_l2)
-                    improved_in_window[index] |= improved
-                    succeeded[index] |= success
-                if self.abort_early and (step + 1) % abort_window == 0:
+                    succeeded[index] |= best.offer(adversarial.detach(), logits.detach(), index)
+                if (step + 1) % abort_window == 0:
+                    improved, verified = best.settle()
+                    succeeded |= verified
                     # Not before half the iterations: with a large learning rate the first successes are
                     # far from the optimum and better ones come only after the overshoot settles.
-                    if step + 1 >= self.steps // 2:
-                        active &= ~(succeeded & ~improved_in_window)
-                    improved_in_window.zero_()
+                    if self.abort_early and step + 1 >= self.steps // 2:
+                        active &= ~(succeeded & ~improved)
+            succeeded |= best.settle()[1]
             lower, upper, constant = _update_constants(succeeded, constant, lower, upper)
-        return RunOutput(adversarial=best, iterations=iterations, gradient_evaluations=iterations.clone())
+        return RunOutput(adversarial=best.images, iterations=iterations,
+                         gradient_evaluations=iterations.clone())
 
-    def _record(self, adversarial, logits, index, images, labels, targets, best, best_l2):
-        """Keep, per image, the least distorted successful iterate (checked after 8-bit rounding if on).
 
-        Args:
-            adversarial, logits: iterates and logits of the images ``index`` of the batch.
+class _BestIterates:
+    """The least distorted successful iterate of each image, checked after 8-bit rounding if asked.
+
+    Checking every improving iterate as it comes costs one forward pass each, and in the last part of an
+    optimisation nearly every iterate improves on the one before. So the improving iterates are kept
+    aside (:meth:`offer`) and checked in batches (:meth:`settle`, once per abort window): for each image
+    the least distorted one first, then older ones only while the rounded ones fail. Usually one check
+    per image and window instead of one per iteration.
+
+    Args:
+        model: the classifier (for the checks after rounding).
+        images, labels, targets: the batch being attacked (targets None when untargeted).
+        verify_8bit: check success after rounding to 256 levels and keep rounded images.
+
+    Attributes:
+        images: (B, C, H, W) best iterate per image (the original until one succeeds).
+        l2: (B,) its L2 distortion (inf until one succeeds).
+    """
+
+    def __init__(self, model, images, labels, targets, *, verify_8bit: bool):
+        self.model, self.originals, self.labels, self.targets = model, images, labels, targets
+        self.verify_8bit = verify_8bit
+        self.images = images.clone()
+        self.l2 = torch.full((len(images),), torch.inf, dtype=images.dtype, device=images.device)
+        self._pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (rows, iterates, l2)
+        self._pending_l2 = self.l2.clone()
+        self._improved = torch.zeros(len(images), dtype=torch.bool, device=images.device)
+
+    def offer(self, adversarial: torch.Tensor, logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """Consider the iterates ``adversarial`` (with their ``logits``) of the images ``index``.
 
         Returns:
-            (improved, succeeded): masks over ``index``: the best changed / the iterate succeeded (after
-            rounding, for the images whose rounded iterate was checked).
+            (len(index),) bool: the iterate succeeded (before rounding), not counting those kept aside
+            for a check after rounding (:meth:`settle` reports those).
         """
-        originals = images[index]
-        target_subset = None if targets is None else targets[index]
-        l2 = (adversarial - originals).flatten(1).norm(dim=1)
-        succeeded = goal_reached(logits, labels[index], target_subset)
-        candidates = succeeded & (l2 < best_l2[index])
-        if self.quantize and bool(candidates.any()):
-            rows = candidates.nonzero()[:, 0]
-            rounded = quantize_8bit(adversarial[rows])
-            subset_targets = None if target_subset is None else target_subset[rows]
-            still = goal_reached(self.model(rounded), labels[index[rows]], subset_targets)
-            rounded_l2 = (rounded - originals[rows]).flatten(1).norm(dim=1)
-            adversarial, l2, succeeded = adversarial.clone(), l2.clone(), succeeded.clone()
-            adversarial[rows], l2[rows], succeeded[rows] = rounded, rounded_l2, still
-            candidates = succeeded & (l2 < best_l2[index])
-        chosen = index[candidates]
-        best[chosen] = adversarial[candidates]
-        best_l2[chosen] = l2[candidates]
-        return candidates, succeeded
+        target_subset = None if self.targets is None else self.targets[index]
+        l2 = (adversarial - self.originals[index]).flatten(1).norm(dim=1)
+        success = goal_reached(logits, self.labels[index], target_subset)
+        better = success & (l2 < torch.minimum(self.l2[index], self._pending_l2[index]))
+        if not bool(better.any()):
+            return success
+        rows = index[better]
+        if not self.verify_8bit:
+            self.images[rows], self.l2[rows] = adversarial[better], l2[better]
+            self._improved[rows] = True
+            return success
+        self._pending.append((rows, adversarial[better], l2[better]))
+        self._pending_l2[rows] = l2[better]
+        return success & ~better
+
+    def settle(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Check the iterates kept aside, newest (least distorted) first per image.
+
+        Returns:
+            improved: (B,) bool, the best iterate changed since the last call.
+            verified: (B,) bool, an iterate kept aside succeeded after rounding.
+        """
+        verified = torch.zeros_like(self._improved)
+        for rows, iterates, _ in reversed(self._pending):
+            unresolved = ~verified[rows]
+            if not bool(unresolved.any()):
+                continue
+            rows, rounded = rows[unresolved], quantize_8bit(iterates[unresolved])
+            targets = None if self.targets is None else self.targets[rows]
+            still = goal_reached(self.model(rounded), self.labels[rows], targets)
+            rounded_l2 = (rounded - self.originals[rows]).flatten(1).norm(dim=1)
+            keep = still & (rounded_l2 < self.l2[rows])
+            self.images[rows[keep]], self.l2[rows[keep]] = rounded[keep], rounded_l2[keep]
+            self._improved[rows[keep]] = True
+            verified[rows[still]] = True
+        self._pending.clear()
+        self._pending_l2.fill_(torch.inf)
+        improved, self._improved = self._improved, torch.zeros_like(self._improved)
+        return improved, verified
 
 
 class _PerImageAdam:
