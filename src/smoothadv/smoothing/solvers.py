@@ -210,7 +210,6 @@ class DirectSolver(LaplacianSolver):
             _thread_map(run_one, list(range(len(self.factors))))
         return torch.from_numpy(out.astype(host.dtype, copy=False)).reshape(rhs.shape).to(rhs.device)
 
-
     def _columns(self, index: int, repeat: int) -> np.ndarray:
         """Factor values of chunk ``index``, each graph's column repeated for its ``repeat`` channels."""
         if repeat == 1:
