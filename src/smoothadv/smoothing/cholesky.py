@@ -27,6 +27,7 @@ import scipy.sparse.linalg
 from numba import njit
 
 from smoothadv.errors import SmoothAdvError
+from smoothadv.smoothing.graph import grid_edges
 
 
 @dataclass(frozen=True)
@@ -98,25 +99,6 @@ def grid_pattern(height: int, width: int, offsets: tuple[tuple[int, int], ...]) 
     supernodes = np.concatenate([[0], np.flatnonzero(~continues) + 1, [n]]).astype(np.int64)
     return GridPattern(n, order, indptr, indices, matrix_source, parent, factor_indptr, factor_indices,
                        supernodes, name)
-
-
-def grid_edges(height: int, width: int, offsets) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Edges of the grid graph.
-
-    Returns:
-        rows, cols: (E,) flat pixel indices ``y * width + x`` of the two ends of each edge.
-        source: (E,) index of the edge's weight in a flattened ``(offset, y, x)`` map of shape
-            (len(offsets), height, width) (the layout of ``PixelGraph.normalized_weights``).
-    """
-    ys, xs = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
-    rows, cols, source = [], [], []
-    for k, (dy, dx) in enumerate(offsets):
-        inside = (ys + dy >= 0) & (ys + dy < height) & (xs + dx >= 0) & (xs + dx < width)
-        y, x = ys[inside], xs[inside]
-        rows.append(y * width + x)
-        cols.append((y + dy) * width + (x + dx))
-        source.append(k * height * width + y * width + x)
-    return np.concatenate(rows), np.concatenate(cols), np.concatenate(source)
 
 
 def nested_dissection_order(height: int, width: int, leaf: int = 4) -> np.ndarray:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from smoothadv._validation import check_choice, check_image_batch, check_positive
@@ -55,6 +56,25 @@ def feature_kernel(distance: torch.Tensor, kernel: str, sigma: float) -> torch.T
     if kernel == "gaussian":
         return torch.exp(-(distance**2) / (2.0 * sigma**2))
     return torch.exp(-distance / sigma)
+
+
+def grid_edges(height: int, width: int, offsets) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Edges of the grid graph.
+
+    Returns:
+        rows, cols: (E,) flat pixel indices ``y * width + x`` of the two ends of each edge.
+        source: (E,) index of the edge's weight in a flattened ``(offset, y, x)`` map of shape
+            (len(offsets), height, width) (the layout of ``PixelGraph.normalized_weights``).
+    """
+    ys, xs = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+    rows, cols, source = [], [], []
+    for k, (dy, dx) in enumerate(offsets):
+        inside = (ys + dy >= 0) & (ys + dy < height) & (xs + dx >= 0) & (xs + dx < width)
+        y, x = ys[inside], xs[inside]
+        rows.append(y * width + x)
+        cols.append((y + dy) * width + (x + dx))
+        source.append(k * height * width + y * width + x)
+    return np.concatenate(rows), np.concatenate(cols), np.concatenate(source)
 
 
 @dataclass(frozen=True)

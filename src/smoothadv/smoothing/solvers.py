@@ -31,7 +31,7 @@ import torch
 from smoothadv._validation import check_positive
 from smoothadv.errors import ConfigError, ConvergenceWarning
 from smoothadv.smoothing import cholesky
-from smoothadv.smoothing.graph import PixelGraph
+from smoothadv.smoothing.graph import PixelGraph, grid_edges
 
 
 class LaplacianSolver(ABC):
@@ -71,19 +71,11 @@ def edge_list(graph: PixelGraph) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
         rows, cols: (E,) flat pixel indices ``y * W + x`` of the two ends of each edge.
         values: (B, G, E) entries ``Wn[rows, cols]`` for every graph.
     """
-    height, width = graph.normalized_weights.shape[-2:]
-    device = graph.normalized_weights.device
-    ys, xs = torch.meshgrid(
-        torch.arange(height, device=device), torch.arange(width, device=device), indexing="ij"
-    )
-    rows, cols, values = [], [], []
-    for k, (dy, dx) in enumerate(graph.offsets):
-        inside = (ys + dy >= 0) & (ys + dy < height) & (xs + dx >= 0) & (xs + dx < width)
-        y, x = ys[inside], xs[inside]
-        rows.append(y * width + x)
-        cols.append((y + dy) * width + (x + dx))
-        values.append(graph.normalized_weights[:, :, k, y, x])
-    return torch.cat(rows), torch.cat(cols), torch.cat(values, dim=-1)
+    weights = graph.normalized_weights
+    device = weights.device
+    rows, cols, source = grid_edges(*weights.shape[-2:], graph.offsets)
+    values = weights.flatten(2)[..., torch.from_numpy(source).to(device)]
+    return torch.from_numpy(rows).to(device), torch.from_numpy(cols).to(device), values
 
 
 def assemble_dense(graph: PixelGraph, alpha: float) -> torch.Tensor:
