@@ -17,12 +17,12 @@ is multiplied by 10 while no success has been seen.
 Early abort, per image: past half of an inner loop, an image that has succeeded in it leaves it after a
 tenth of the iterations without a less distorted success, and the model then runs on the remaining
 images only.
+(Carlini & Wagner stop the whole batch when the objective stops decreasing; with the paper's learning
+rate of 0.1 the first iterates overshoot and that rule stops after two tenths, far from the optimum.)
 
 With 8-bit output (``quantize``), the kept iterate must still succeed once rounded to 256 levels; the
 improving iterates of each tenth of an inner loop are checked together at its end, least distorted first
 (:class:`_BestIterates`), rather than one forward pass per improvement.
-(Carlini & Wagner stop the whole batch when the objective stops decreasing; with the paper's learning
-rate of 0.1 the first iterates overshoot and that rule stops after two tenths, far from the optimum.)
 """
 
 from __future__ import annotations
@@ -201,7 +201,7 @@ class _BestIterates:
         self.verify_8bit = verify_8bit
         self.images = images.clone()
         self.l2 = torch.full((len(images),), torch.inf, dtype=images.dtype, device=images.device)
-        self._pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (rows, iterates, l2)
+        self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # (rows, iterates) per offer
         self._pending_l2 = self.l2.clone()
         self._improved = torch.zeros(len(images), dtype=torch.bool, device=images.device)
 
@@ -223,7 +223,7 @@ class _BestIterates:
             self.images[rows], self.l2[rows] = adversarial[better], l2[better]
             self._improved[rows] = True
             return success
-        self._pending.append((rows, adversarial[better], l2[better]))
+        self._pending.append((rows, adversarial[better]))
         self._pending_l2[rows] = l2[better]
         return success & ~better
 
@@ -235,7 +235,7 @@ class _BestIterates:
             verified: (B,) bool, an iterate kept aside succeeded after rounding.
         """
         verified = torch.zeros_like(self._improved)
-        for rows, iterates, _ in reversed(self._pending):
+        for rows, iterates in reversed(self._pending):
             unresolved = ~verified[rows]
             if not bool(unresolved.any()):
                 continue
