@@ -81,8 +81,8 @@ class CarliniWagnerL2(MinimizationAttack):
         initial_constant: starting ``c = 1 / lambda`` (paper: 15 on MNIST, 100 on ImageNet).
         margin: margin m of eq. (3) (paper: 1 on MNIST, 0 on ImageNet).
         abort_early: stop an outer step when the objective stalls.
-        quantize: check success of candidate iterates after 8-bit rounding (one extra forward pass on
-            candidates only) and return 8-bit images.
+        quantize: keep only iterates that still succeed after 8-bit rounding (checked in one forward
+            pass of the improved images per tenth of the iterations) and return 8-bit images.
     """
 
     name = "cw"
