@@ -215,7 +215,7 @@ def deepfool_runners(peers, steps: int, overshoot: float, candidates: int, class
 
 def anchor_runners(peers, budget: dict, steps: int) -> dict[str, Runner]:
     """adv-lib's strongest minimal-L2 attacks next to smoothadv's C&W and sC&W, about ``steps`` gradients."""
-    runners = {name: runner for name, runner in cw_runners({}, budget, 10).items()}
+    runners = cw_runners({}, budget, 10)
     if "adv-lib" in peers:
         al = peers["adv-lib"]
         runners["adv-lib DDN"] = lambda m, x, y: al.ddn(m, x, y, steps=steps, levels=None)

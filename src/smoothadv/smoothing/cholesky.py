@@ -157,13 +157,12 @@ def _permuted_upper(order, rows, cols, source):
     return indptr, entry_rows[sort].astype(np.int64), entry_source[sort].astype(np.int64)
 
 
-def factorize(pattern: GridPattern, matrix_values: np.ndarray, dtype=np.float64) -> np.ndarray:
+def factorize(pattern: GridPattern, matrix_values: np.ndarray) -> np.ndarray:
     """Cholesky factors ``L L^T = P A P^T`` of K matrices with the pattern's sparsity.
 
     Args:
         pattern: from :func:`grid_pattern`.
         matrix_values: (nnz(A), K) float64 values of the upper triangles in the pattern's entry order.
-        dtype: storage of the factor values (the factorisation itself runs in float64).
 
     Returns:
         (nnz(L), K) factor values, in the order of ``pattern.factor_indices``.
@@ -180,7 +179,7 @@ def factorize(pattern: GridPattern, matrix_values: np.ndarray, dtype=np.float64)
             f"the smoothing matrix is not positive definite (pivot {failed}); the graph weights must be "
             "finite and alpha in [0, 1)."
         )
-    return values if dtype == np.float64 else values.astype(dtype)
+    return values
 
 
 def solve(pattern: GridPattern, factor: np.ndarray, rhs: np.ndarray) -> np.ndarray:

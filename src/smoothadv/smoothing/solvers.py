@@ -156,10 +156,10 @@ class DirectSolver(LaplacianSolver):
         super().__init__(graph, alpha)
         weights = graph.normalized_weights
         self.batch, self.groups = weights.shape[:2]
-        self.height, self.width = weights.shape[-2:]
-        self.batched = self.height * self.width <= self.BATCHED_PIXELS
+        height, width = weights.shape[-2:]
+        self.batched = height * width <= self.BATCHED_PIXELS
         if self.batched:
-            self.pattern = cholesky.grid_pattern(self.height, self.width, tuple(graph.offsets))
+            self.pattern = cholesky.grid_pattern(height, width, tuple(graph.offsets))
             values = _batched_matrix_values(graph, self.pattern, alpha)  # (nnz(A), B * G)
             spans = _spans(self.batch * self.groups, torch.get_num_threads())
             self.factors = _thread_map(lambda span: cholesky.factorize(self.pattern, values[:, span]), spans)
@@ -197,7 +197,9 @@ class DirectSolver(LaplacianSolver):
             def run_one(index):
                 factor = self.factors[index]
                 rows = slice(index * repeat, (index + 1) * repeat)
-                out[rows] = factor.solve(np.ascontiguousarray(systems[rows].T)).T
+                # the transpose of a C-ordered (channels, n) block is the Fortran-ordered array SuperLU
+                # works on, so no extra copy is made
+                out[rows] = factor.solve(systems[rows].T).T
 
             _thread_map(run_one, list(range(len(self.factors))))
         return torch.from_numpy(out.astype(host.dtype, copy=False)).reshape(rhs.shape).to(rhs.device)
