@@ -22,8 +22,7 @@ import time
 
 import torch
 
-from smoothadv.attacks import CarliniWagnerL2, SmoothCarliniWagnerL2
-from smoothadv.attacks.presets import PRESETS
+from smoothadv.attacks import PRESETS, CarliniWagnerL2, SmoothCarliniWagnerL2
 
 
 def mnist_setup(batch: int):
@@ -46,7 +45,7 @@ def imagenet_setup(batch: int):
         model, name = load_model("efficientnet-lite0"), "EfficientNet-Lite0"
     except Exception as error:  # pragma: no cover - stand-in when the model zoo is unavailable
         raise SystemExit(f"EfficientNet-Lite0 unavailable: {error}") from error
-    from smoothadv.demo import bundled_photo
+    from smoothadv.experiments.photos import bundled_photo
 
     return model, name, bundled_photo(224).repeat(batch, 1, 1, 1)
 

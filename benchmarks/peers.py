@@ -43,8 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from smoothadv.attacks import FGSM, PGD2, CarliniWagnerL2, DeepFool, SmoothCarliniWagnerL2
-from smoothadv.attacks.presets import PRESETS
+from smoothadv.attacks import FGSM, PGD2, PRESETS, CarliniWagnerL2, DeepFool, SmoothCarliniWagnerL2
 from smoothadv.data import load_imagenet_samples, load_mnist
 from smoothadv.models import load_model, model_info
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from smoothadv.filters import bilateral_filter
+from smoothadv.ops.bilateral import bilateral_filter
 from smoothadv.perceptual import mad, magnify
 
 REFERENCE_DIR = Path("/work/shared/reference/mad")

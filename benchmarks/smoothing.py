@@ -37,8 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from smoothadv.demo import bundled_photo
-from smoothadv.errors import ConvergenceWarning
+from smoothadv.core.errors import ConvergenceWarning
+from smoothadv.experiments.photos import bundled_photo
 from smoothadv.smoothing import DirectSolver, Smoothing
 
 #: Paper presets (section 5.2.4 and DESIGN.md section 2). Gaussian exp(-300 d^2) = exp(-d^2 / (2 sigma^2)).

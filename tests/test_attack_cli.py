@@ -9,7 +9,7 @@ import torch
 
 from attack_fixtures import blocky_images, tiny_classifier
 from smoothadv.cli import main
-from smoothadv.imageio import load_image, save_image
+from smoothadv.core.images import read_image, save_image
 
 
 @pytest.fixture()
@@ -31,7 +31,7 @@ def test_attack_writes_pngs_that_fool_the_model(setup, capsys):
     assert summary["labels_from_model"] is True and len(summary["records"]) == 3
     model = tiny_classifier()
     for record in summary["records"]:
-        saved = load_image(record["output"], mode="L")[None]
+        saved = read_image(record["output"], channels=1)[None]
         prediction = int(model(saved).argmax())
         assert (prediction != record["label"]) == record["success"]
         assert record["l2"] <= 2.0 + 1e-5

@@ -18,7 +18,14 @@ from smoothadv.attacks import (
 )
 from smoothadv.attacks.base import quantize_within_budget
 from smoothadv.attacks.carlini_wagner import _BestIterates
-from smoothadv.errors import ConfigError, InputError, ModelError, PreflightWarning, RangeError, ShapeError
+from smoothadv.core.errors import (
+    ConfigError,
+    InputError,
+    ModelError,
+    PreflightWarning,
+    RangeError,
+    ShapeError,
+)
 from smoothadv.smoothing import Smoothing
 
 FAST = {
@@ -42,7 +49,7 @@ def images():
 @pytest.fixture(scope="module")
 def results(model, images):
     originals = images.clone()
-    out = {name: make_attack(name, model, **FAST.get(name, {}))(images) for name in ATTACKS}
+    out = {name: make_attack(name, model, preset="mnist", **FAST.get(name, {}))(images) for name in ATTACKS}
     assert torch.equal(images, originals), "an attack modified its input images"
     return out
 
@@ -69,14 +76,14 @@ class TestAttackTable:
         assert torch.allclose(result.linf, difference.abs().amax(dim=1))
 
     def test_batched_equals_per_image(self, model, images, results, name):
-        attack = make_attack(name, model, **FAST.get(name, {}))
+        attack = make_attack(name, model, preset="mnist", **FAST.get(name, {}))
         for i in (0, 3):
             single = attack(images[i:i + 1])
             assert torch.allclose(single.adversarial[0], results[name].adversarial[i], atol=1.5 / 255)
             assert bool(single.success[0]) == bool(results[name].success[i])
 
     def test_generate_returns_the_same_images(self, model, images, results, name):
-        generated = make_attack(name, model, **FAST.get(name, {})).generate(images)
+        generated = make_attack(name, model, preset="mnist", **FAST.get(name, {})).generate(images)
         torch.testing.assert_close(generated, results[name].adversarial, atol=1e-6, rtol=0)
 
     def test_records(self, results, name):
@@ -140,11 +147,11 @@ class CountingModel(torch.nn.Module):
 
 @pytest.mark.parametrize(("steps", "measured", "expected_calls"), [(1, True, 2), (1, False, 1), (3, True, 4)])
 def test_first_step_reuses_the_clean_forward_pass(model, images, steps, measured, expected_calls):
-    counting = CountingModel(model)
-    attack = make_attack("pgd2", counting, epsilon=1.5, steps=steps)
+    counting = CountingModel(model).eval()
+    attack = make_attack("pgd2", counting, preset="mnist", epsilon=1.5, steps=steps)
     adversarial = attack(images).adversarial if measured else attack.generate(images)
     assert counting.calls == expected_calls  # steps forward passes (the first shared) + the measurement
-    fresh = make_attack("pgd2", model, epsilon=1.5, steps=steps)
+    fresh = make_attack("pgd2", model, preset="mnist", epsilon=1.5, steps=steps)
     fresh.reuses_clean_graph = False  # first gradient from its own forward pass
     assert torch.equal(adversarial, fresh.generate(images))
 
@@ -197,7 +204,7 @@ def test_scw_checks_rounding_once_per_window_not_per_improvement(model, images):
     # images through the model: the iterations, the clean pass, and at most one check after rounding per
     # image and abort window (a tenth of the steps); checking each improvement as it came cost 89 checks
     # here instead of 26
-    counting = CountingModel(model)
+    counting = CountingModel(model).eval()
     attack = CarliniWagnerL2(counting, smoothing=Smoothing(alpha=0.9), binary_search_steps=1, steps=50,
                              abort_early=False, initial_constant=10.0, margin=0.0)
     attack.generate(images)
@@ -207,8 +214,8 @@ def test_scw_checks_rounding_once_per_window_not_per_improvement(model, images):
 
 def test_qpgd2_is_pgd2_with_a_smoother(model, images):
     smoothing = Smoothing(alpha=0.9)
-    via_name = make_attack("qpgd2", model, epsilon=1.5, smoothing=smoothing)(images)
-    via_pgd2 = make_attack("pgd2", model, epsilon=1.5, smoothing=smoothing)(images)
+    via_name = make_attack("qpgd2", model, preset="mnist", epsilon=1.5, smoothing=smoothing)(images)
+    via_pgd2 = make_attack("pgd2", model, preset="mnist", epsilon=1.5, smoothing=smoothing)(images)
     assert torch.equal(via_name.adversarial, via_pgd2.adversarial)
 
 
@@ -224,7 +231,7 @@ def test_margin_loss_untargeted_and_targeted():
 def test_targeted_attack_reaches_target(model, images):
     with torch.no_grad():
         targets = (model(images).argmax(1) + 1) % 5
-    result = make_attack("pgd2", model, epsilon=3.0, steps=30)(images, targets=targets)
+    result = make_attack("pgd2", model, preset="mnist", epsilon=3.0, steps=30)(images, targets=targets)
     assert torch.equal(result.success, result.predictions == targets)
     assert result.success_rate >= 0.5
 
@@ -246,48 +253,48 @@ def test_quantize_within_budget_never_exceeds_epsilon():
 class TestPreflight:
     def test_inputs_outside_unit_range(self, model, images):
         with pytest.raises(RangeError):
-            make_attack("fgsm", model)(images * 2)
+            make_attack("fgsm", model, preset="mnist")(images * 2)
 
     def test_labels_out_of_range(self, model, images):
         with pytest.raises(InputError, match="lie in"):
-            make_attack("fgsm", model)(images, torch.full((6,), 7))
+            make_attack("fgsm", model, preset="mnist")(images, torch.full((6,), 7))
 
     def test_labels_wrong_shape(self, model, images):
         with pytest.raises(ShapeError):
-            make_attack("fgsm", model)(images, torch.zeros(5, dtype=torch.long))
+            make_attack("fgsm", model, preset="mnist")(images, torch.zeros(5, dtype=torch.long))
 
     def test_probabilities_warn(self, images):
         softmax_model = torch.nn.Sequential(tiny_classifier(), torch.nn.Softmax(dim=1)).eval()
         with pytest.warns(PreflightWarning, match="probabilities"):
-            make_attack("fgsm", softmax_model)(images)
+            make_attack("fgsm", softmax_model, preset="mnist")(images)
 
     def test_training_mode_warns(self, images):
         with pytest.warns(PreflightWarning, match="training mode"):
-            make_attack("fgsm", tiny_classifier().train())(images)
+            make_attack("fgsm", tiny_classifier().train(), preset="mnist")(images)
 
     def test_zero_gradients_warn(self, images):
         class Constant(torch.nn.Module):
             def forward(self, x):
-                return torch.tensor([[1.0, 0.0]]).repeat(len(x), 1) + 0 * x.sum()
+                return torch.tensor([[2.0, 0.0]]).repeat(len(x), 1) + 0 * x.sum()
 
         with pytest.warns(PreflightWarning, match="gradient is exactly zero"):
-            make_attack("pgd2", Constant().eval())(images, torch.zeros(6, dtype=torch.long))
+            make_attack("pgd2", Constant().eval(), preset="mnist")(images, torch.zeros(6, dtype=torch.long))
 
     def test_no_warning_for_clean_model(self, model, images):
         with warnings.catch_warnings():
             warnings.simplefilter("error", PreflightWarning)
-            make_attack("fgsm", model)(images)
+            make_attack("fgsm", model, preset="mnist")(images)
 
     def test_bad_configuration(self, model):
         with pytest.raises(ConfigError):
-            make_attack("nope", model)
+            make_attack("nope", model, preset="mnist")
         with pytest.raises(ConfigError):
-            make_attack("pgd2", model, epsilon=-1.0)
+            make_attack("pgd2", model, preset="mnist", epsilon=-1.0)
         with pytest.raises(ConfigError):
-            make_attack("cw", model, steps=0)
+            make_attack("cw", model, preset="mnist", steps=0)
         with pytest.raises(ConfigError):
-            make_attack("deepfool", model)(blocky_images(2), targets=torch.zeros(2, dtype=torch.long))
+            make_attack("deepfool", model, preset="mnist")(blocky_images(2), targets=torch.zeros(2, dtype=torch.long))
 
     def test_model_must_return_logits(self, images):
         with pytest.raises(ModelError):
-            make_attack("fgsm", torch.nn.Identity().eval())(images)
+            make_attack("fgsm", torch.nn.Identity().eval(), preset="mnist")(images)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from smoothadv.errors import SmoothAdvError
+from smoothadv.core.errors import SmoothAdvError
 from smoothadv.smoothing import Smoothing, build_graph, cholesky
 from smoothadv.smoothing.graph import NEIGHBOUR_OFFSETS
 from smoothadv.smoothing.solvers import DirectSolver, assemble_dense

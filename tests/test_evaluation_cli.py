@@ -10,8 +10,9 @@ import torch
 
 from smoothadv.cli import main
 from smoothadv.cli.cmd_evaluate import parse_epsilons
-from smoothadv.errors import ConfigError, ModelError
-from smoothadv.evaluation.reproduce import PAPER_ATTACKS, PAPER_TABLES, plan, reproduce
+from smoothadv.core.errors import ConfigError, ModelError
+from smoothadv.experiments.paper import PAPER_ATTACKS, PAPER_TABLES, plan
+from smoothadv.experiments.reproduce import reproduce
 
 
 def test_parse_epsilons():
@@ -123,7 +124,7 @@ def test_evaluate_cli_on_c4(capsys, tmp_path):
 
 @pytest.mark.slow
 def test_quick_demo_writes_a_report(tmp_path):
-    from smoothadv.evaluation import run_quick_demo
+    from smoothadv.experiments import run_quick_demo
 
     summary = run_quick_demo(tmp_path, images=8, progress=False)
     assert [row["attack"] for row in summary["table"]] == list(PAPER_ATTACKS)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from smoothadv.errors import InputError
+from smoothadv.core.errors import InputError
 from smoothadv.evaluation import (
     accuracy,
     attack_statistics,

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from attack_fixtures import blocky_images, tiny_classifier
-from smoothadv.errors import ConfigError
+from smoothadv.core.errors import ConfigError
 from smoothadv.evaluation import RecordStore, evaluate, read_records
 from smoothadv.evaluation.records import batch_key
 

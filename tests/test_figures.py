@@ -11,9 +11,10 @@ import torch
 from torch import nn
 
 from smoothadv.cli import main
-from smoothadv.errors import InputError, ShapeError
-from smoothadv.perceptual import figures, magnify, stretch_together
-from smoothadv.perceptual.figures import figure1, figure4, fraction_lower, plot_mad_scatter
+from smoothadv.core.errors import InputError, ShapeError
+from smoothadv.experiments import figures
+from smoothadv.experiments.figures import figure1, figure4, fraction_lower, plot_mad_scatter
+from smoothadv.perceptual import magnify, stretch_together
 
 FAST_CW = {"binary_search_steps": 1, "steps": 4}
 

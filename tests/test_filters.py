@@ -1,4 +1,5 @@
-"""Tests of smoothadv.filters: the vectorised bilateral filter against a per-pixel loop, gradients, errors."""
+"""Tests of smoothadv.ops.bilateral: the vectorised bilateral filter against a per-pixel loop, gradients,
+errors."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import math
 import pytest
 import torch
 
-from smoothadv.errors import ConfigError, InputError, NonFiniteError, ShapeError
-from smoothadv.filters import BilateralFilter, bilateral_filter, default_radius
+from smoothadv.core.errors import ConfigError, InputError, NonFiniteError, ShapeError
+from smoothadv.ops.bilateral import BilateralFilter, bilateral_filter, default_radius
 
 
 def slow_bilateral(image, guide, spatial_sigma, range_sigma, radius, joint_range):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from smoothadv.errors import ConfigError, InputError, NonFiniteError, ShapeError
+from smoothadv.core.errors import ConfigError, InputError, NonFiniteError, ShapeError
 from smoothadv.perceptual import (
     Magnify,
     magnify,

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from smoothadv.core.errors import ConfigError, ModelError, ShapeError
 from smoothadv.data import load_imagenet_samples, load_mnist
-from smoothadv.errors import ConfigError, ModelError, ShapeError
-from smoothadv.filters import bilateral_filter
+from smoothadv.experiments.training import fgsm, fgsm_success_rate, train_c4
 from smoothadv.models import (
     C4,
     BilateralDefense,
@@ -30,8 +30,8 @@ from smoothadv.models import (
 )
 from smoothadv.models.efficientnet_lite import efficientnet_lite, packaged_weights_path, round_channels
 from smoothadv.models.layers import same_padding
-from smoothadv.models.training import fgsm, fgsm_success_rate, train_c4
 from smoothadv.models.zoo import verify_sha256
+from smoothadv.ops.bilateral import bilateral_filter
 
 # ---------------------------------------------------------------- layers
 

@@ -13,7 +13,7 @@ import re
 import pytest
 import torch
 
-from smoothadv.errors import (
+from smoothadv.core.errors import (
     ConfigError,
     ConvergenceWarning,
     InputError,

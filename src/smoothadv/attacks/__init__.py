@@ -1,59 +1,27 @@
 """Attacks (paper sections 2.1 and 4): FGSM, I-FGSM, PGD2, qPGD2, C&W, sC&W and DeepFool.
 
-``make_attack("scw", model, preset="mnist")`` builds an attack by name with the paper's parameters.
+``make_attack("scw", model, preset="mnist")`` builds an attack by name with the paper's parameters;
+:data:`ATTACKS` is the registry (key, class, label, colour, smoothness, family).
 """
 
 from __future__ import annotations
 
-from torch import nn
-
-from smoothadv.attacks.base import (
-    Attack,
-    AttackResult,
-    FixedDistortionAttack,
-    MinimizationAttack,
-    quantize_8bit,
-)
+from smoothadv.attacks.base import Attack, AttackResult, FixedDistortionAttack, MinimizationAttack
 from smoothadv.attacks.carlini_wagner import CarliniWagnerL2, SmoothCarliniWagnerL2
 from smoothadv.attacks.deepfool import DeepFool
 from smoothadv.attacks.gradient import FGSM, IFGSM, PGD2, QPGD2, GradientAttack
 from smoothadv.attacks.losses import goal_reached, margin_loss
-from smoothadv.attacks.presets import PRESETS
-from smoothadv.errors import ConfigError
-
-ATTACKS: dict[str, type[Attack]] = {
-    "fgsm": FGSM,
-    "ifgsm": IFGSM,
-    "pgd2": PGD2,
-    "qpgd2": QPGD2,
-    "cw": CarliniWagnerL2,
-    "scw": SmoothCarliniWagnerL2,
-    "deepfool": DeepFool,
-}
-SMOOTH_ATTACKS = ("qpgd2", "scw")
-FIXED_DISTORTION_ATTACKS = ("fgsm", "ifgsm", "pgd2", "qpgd2")
-
-
-def make_attack(name: str, model: nn.Module, *, preset: str = "mnist", **overrides) -> Attack:
-    """Build attack ``name`` with the parameters of ``preset``, updated by ``overrides``.
-
-    Args:
-        name: one of ``fgsm``, ``ifgsm``, ``pgd2``, ``qpgd2``, ``cw``, ``scw``, ``deepfool``.
-        model: classifier returning logits.
-        preset: ``"mnist"`` or ``"imagenet"`` (paper section 5.2.4).
-        **overrides: attack keyword arguments (``epsilon``, ``steps``, ``smoothing``, ...).
-    """
-    key = name.lower().replace("-", "").replace("&", "").replace("_", "")
-    if key not in ATTACKS:
-        raise ConfigError(f"unknown attack {name!r}; choose one of {', '.join(ATTACKS)}.")
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}.")
-    options = dict(PRESETS[preset][key])
-    if key in SMOOTH_ATTACKS:
-        options["smoothing"] = PRESETS[preset]["smoothing"]
-    options.update(overrides)
-    return ATTACKS[key](model, **options)
-
+from smoothadv.attacks.presets import SMOOTHING, infer_preset, preset_for_size
+from smoothadv.attacks.registry import (
+    ATTACKS,
+    FIXED_DISTORTION_ATTACKS,
+    PRESETS,
+    SMOOTH_ATTACKS,
+    AttackRegistry,
+    AttackSpec,
+    make_attack,
+)
+from smoothadv.core.images import quantize_8bit
 
 __all__ = [
     "ATTACKS",
@@ -63,9 +31,12 @@ __all__ = [
     "PGD2",
     "PRESETS",
     "QPGD2",
+    "SMOOTHING",
     "SMOOTH_ATTACKS",
     "Attack",
+    "AttackRegistry",
     "AttackResult",
+    "AttackSpec",
     "CarliniWagnerL2",
     "DeepFool",
     "FixedDistortionAttack",
@@ -73,7 +44,9 @@ __all__ = [
     "MinimizationAttack",
     "SmoothCarliniWagnerL2",
     "goal_reached",
+    "infer_preset",
     "make_attack",
     "margin_loss",
+    "preset_for_size",
     "quantize_8bit",
 ]

@@ -15,16 +15,16 @@ Families:
 from __future__ import annotations
 
 import time
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from smoothadv._validation import check_image_batch
 from smoothadv.attacks.losses import goal_reached
-from smoothadv.errors import ConfigError, InputError, ModelError, PreflightWarning, ShapeError
+from smoothadv.core.errors import ConfigError, InputError, ModelError, PreflightWarning, ShapeError, warn
+from smoothadv.core.images import quantize_8bit
+from smoothadv.core.validation import check_image_batch
 
 
 @dataclass
@@ -110,7 +110,11 @@ class Attack:
             and distortion after rounding, so that an example saved as PNG still fools the model.
     """
 
-    name = "attack"
+    #: Registry key of the attack; ``smooth_key`` is the key it records when given a smoother.
+    key = "attack"
+    smooth_key: str | None = None
+    #: The paper's parameters per dataset preset (section 5.2.4), keyword arguments of ``__init__``.
+    presets: dict[str, dict[str, Any]] = {}
     supports_targeted = True
     #: Keep the autograd graph of the clean forward pass, for an attack whose first gradient is taken at
     #: the clean images (saves one forward pass per call; FGSM: 3 passes instead of 4).
@@ -121,6 +125,13 @@ class Attack:
             raise ModelError(f"model must be a callable torch module, got {type(model).__name__}.")
         self.model = model
         self.quantize = quantize
+
+    @property
+    def name(self) -> str:
+        """The name results record, from the configuration: C&W given a smoother records itself as sC&W."""
+        if getattr(self, "smoothing", None) is None:
+            return self.key
+        return self.smooth_key or f"{self.key}+smoothing"
 
     def parameters(self) -> dict[str, Any]:
         """Parameters recorded with every result."""
@@ -220,9 +231,13 @@ class Attack:
 
 
 class FixedDistortionAttack(Attack):
-    """Attacks that target a distortion ``epsilon`` (section 2.1.1) in a given ``norm``."""
+    """Attacks that target a distortion ``epsilon`` (section 2.1.1) in a given ``norm``.
+
+    ``epsilon_grids`` holds the epsilons of the evaluation protocol (section 5.1) per dataset preset.
+    """
 
     norm = "l2"
+    epsilon_grids: dict[str, list[float]] = {}
 
     def __init__(self, model: nn.Module, epsilon: float, *, quantize: bool = True):
         super().__init__(model, quantize=quantize)
@@ -240,11 +255,6 @@ class FixedDistortionAttack(Attack):
 
 class MinimizationAttack(Attack):
     """Attacks that look for the smallest successful perturbation (sections 2.1.2 and 2.1.3)."""
-
-
-def quantize_8bit(images: torch.Tensor) -> torch.Tensor:
-    """``round(255 x) / 255``: the values an 8-bit PNG stores."""
-    return torch.round(images * 255.0) / 255.0
 
 
 def quantize_within_budget(adversarial: torch.Tensor, originals: torch.Tensor, epsilon: float,
@@ -299,19 +309,15 @@ def check_labels(labels, batch: int, num_classes: int, name: str, device: torch.
 def preflight(model: nn.Module, clean_logits: torch.Tensor) -> None:
     """Warn about a model in training mode and outputs that look like probabilities instead of logits."""
     if isinstance(model, nn.Module) and model.training:
-        warnings.warn(
+        warn(
             "model is in training mode (dropout/batch-norm behave differently); call model.eval() first.",
-            PreflightWarning,
-            stacklevel=3,
-        )
+            PreflightWarning)
     rows_sum_to_one = (clean_logits.sum(dim=1) - 1.0).abs().amax() < 1e-3
     if bool((clean_logits >= 0).all()) and bool(rows_sum_to_one):
-        warnings.warn(
+        warn(
             "model outputs look like probabilities (non-negative, rows sum to 1); attacks need logits: "
             "remove the final softmax.",
-            PreflightWarning,
-            stacklevel=3,
-        )
+            PreflightWarning)
 
 
 def warn_if_zero_gradients(gradient: torch.Tensor, active: torch.Tensor | None = None) -> None:
@@ -320,12 +326,10 @@ def warn_if_zero_gradients(gradient: torch.Tensor, active: torch.Tensor | None =
     if active is not None:
         zero = zero & active
     if bool(zero.any()):
-        warnings.warn(
+        warn(
             f"the loss gradient is exactly zero for {int(zero.sum())} image(s) on the first step: the model "
             "may mask gradients (non-differentiable layers, saturated outputs); results may understate risk.",
-            PreflightWarning,
-            stacklevel=3,
-        )
+            PreflightWarning)
 
 
 def input_gradient(model: nn.Module, images: torch.Tensor, loss_fn,

@@ -32,9 +32,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from smoothadv.attacks.base import MinimizationAttack, RunOutput, quantize_8bit, warn_if_zero_gradients
+from smoothadv.attacks.base import MinimizationAttack, RunOutput, warn_if_zero_gradients
 from smoothadv.attacks.losses import goal_reached, margin_loss
-from smoothadv.errors import ConfigError
+from smoothadv.core.errors import ConfigError
+from smoothadv.core.images import quantize_8bit
 from smoothadv.smoothing import GuidedSmoother, Smoothing
 
 _UPPER_BOUND_NONE = 1e10
@@ -80,12 +81,21 @@ class CarliniWagnerL2(MinimizationAttack):
         learning_rate: Adam step size (paper: 0.1).
         initial_constant: starting ``c = 1 / lambda`` (paper: 15 on MNIST, 100 on ImageNet).
         margin: margin m of eq. (3) (paper: 1 on MNIST, 0 on ImageNet).
-        abort_early: stop an outer step when the objective stalls.
+        abort_early: past half of an inner loop, an image that has succeeded in it leaves it after a tenth
+            of the iterations without a less distorted success (see the module docstring).
         quantize: keep only iterates that still succeed after 8-bit rounding (checked in one forward
             pass of the improved images per tenth of the iterations) and return 8-bit images.
     """
 
-    name = "cw"
+    key = "cw"
+    smooth_key = "scw"
+    # The authors' experiments: 9 binary-search steps of 100 Adam iterations.
+    presets = {
+        "mnist": {"margin": 1.0, "learning_rate": 0.1, "initial_constant": 15.0, "binary_search_steps": 9,
+                  "steps": 100},
+        "imagenet": {"margin": 0.0, "learning_rate": 0.1, "initial_constant": 100.0, "binary_search_steps": 9,
+                     "steps": 100},
+    }
 
     def __init__(self, model: nn.Module, *, smoothing: Smoothing | None = None, binary_search_steps: int = 9,
                  steps: int = 100, learning_rate: float = 0.1, initial_constant: float = 15.0,
@@ -291,8 +301,6 @@ def _update_constants(succeeded, constant, lower, upper):
 
 class SmoothCarliniWagnerL2(CarliniWagnerL2):
     """sC&W (section 4.2): :class:`CarliniWagnerL2` given a smoother (eq. 18); only names the combination."""
-
-    name = "scw"
 
     def __init__(self, model: nn.Module, *, smoothing: Smoothing | None = None, **options):
         super().__init__(model, smoothing=smoothing or Smoothing(), **options)

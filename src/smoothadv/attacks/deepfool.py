@@ -14,8 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from smoothadv.attacks.base import MinimizationAttack, RunOutput, quantize_8bit
-from smoothadv.errors import ConfigError
+from smoothadv.attacks.base import MinimizationAttack, RunOutput
+from smoothadv.core.errors import ConfigError
+from smoothadv.core.images import quantize_8bit
 
 
 class DeepFool(MinimizationAttack):
@@ -29,7 +30,9 @@ class DeepFool(MinimizationAttack):
         quantize: see :class:`~smoothadv.attacks.base.Attack`.
     """
 
-    name = "deepfool"
+    key = "deepfool"
+    presets = {"mnist": {"steps": 50, "overshoot": 0.02, "candidates": 10},
+               "imagenet": {"steps": 50, "overshoot": 0.02, "candidates": 10}}
     supports_targeted = False
 
     def __init__(self, model: nn.Module, *, steps: int = 50, overshoot: float = 0.02, candidates: int = 10,

@@ -23,7 +23,7 @@ from smoothadv.attacks.base import (
     warn_if_zero_gradients,
 )
 from smoothadv.attacks.losses import margin_loss
-from smoothadv.errors import ConfigError
+from smoothadv.core.errors import ConfigError
 from smoothadv.smoothing import Smoothing
 
 
@@ -35,7 +35,8 @@ class GradientAttack(FixedDistortionAttack):
         epsilon: distortion budget in the attack's norm, on [0, 1] pixel values.
         steps: number of gradient steps.
         step_size: absolute step; None uses ``relative_step * epsilon``.
-        relative_step: step as a fraction of ``epsilon`` when ``step_size`` is None.
+        relative_step: step as a fraction of ``epsilon`` when ``step_size`` is None (None: the class's
+            ``default_relative_step``, the paper's ratio).
         smoothing: if given, each gradient is smoothed by ``s_hat_alpha`` guided by the clean image (eq. 12).
         margin: margin m of the loss (eq. 3).
         quantize: see :class:`~smoothadv.attacks.base.Attack`.
@@ -43,9 +44,10 @@ class GradientAttack(FixedDistortionAttack):
 
     norm = "l2"
     reuses_clean_graph = True  # the first step is taken at the clean images
+    default_relative_step = 0.6
 
     def __init__(self, model: nn.Module, epsilon: float, *, steps: int = 10, step_size: float | None = None,
-                 relative_step: float = 0.25, smoothing: Smoothing | None = None, margin: float = 0.0,
+                 relative_step: float | None = None, smoothing: Smoothing | None = None, margin: float = 0.0,
                  quantize: bool = True):
         super().__init__(model, epsilon, quantize=quantize)
         if not isinstance(steps, int) or steps < 1:
@@ -55,6 +57,8 @@ class GradientAttack(FixedDistortionAttack):
         if smoothing is not None and not isinstance(smoothing, Smoothing):
             raise ConfigError("smoothing must be a smoothadv.Smoothing configuration or None.")
         self.steps = steps
+        if relative_step is None:
+            relative_step = self.default_relative_step
         self.step_size = float(step_size) if step_size is not None else relative_step * self.epsilon
         self.smoothing = smoothing
         self.margin = float(margin)
@@ -109,25 +113,41 @@ class LinfGradientAttack(GradientAttack):
         return perturbation.clamp(-self.epsilon, self.epsilon)
 
 
+# Where the paper gives only epsilon and step (section 5.2.4), I-FGSM and PGD2 run 10 iterations, and at
+# the other epsilons of an evaluation grid the step keeps the paper's ratio step / epsilon.
+_LINF_GRIDS = {"mnist": [0.05, 0.1, 0.15, 0.2, 0.25, 0.3], "imagenet": [0.01, 0.02, 0.04, 0.08, 0.1255]}
+_L2_GRIDS = {"mnist": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], "imagenet": [0.5, 1.0, 2.0, 3.0, 5.0]}
+
+
 class FGSM(LinfGradientAttack):
     """Fast Gradient Sign Method (Goodfellow et al. 2015): one L-inf step of size epsilon."""
 
-    name = "fgsm"
+    key = "fgsm"
+    presets = {"mnist": {"epsilon": 0.3}, "imagenet": {"epsilon": 0.1255}}
+    epsilon_grids = _LINF_GRIDS
 
-    def __init__(self, model: nn.Module, epsilon: float = 0.3, *, margin: float = 0.0, quantize: bool = True):
+    def __init__(self, model: nn.Module, epsilon: float, *, margin: float = 0.0, quantize: bool = True):
         super().__init__(model, epsilon, steps=1, relative_step=1.0, margin=margin, quantize=quantize)
 
 
 class IFGSM(LinfGradientAttack):
     """Iterative FGSM (Kurakin et al. 2017): ``steps`` sign steps projected onto the L-inf ball."""
 
-    name = "ifgsm"
+    key = "ifgsm"
+    default_relative_step = 0.08 / 0.3
+    presets = {"mnist": {"epsilon": 0.3, "relative_step": 0.08 / 0.3, "steps": 10},
+               "imagenet": {"epsilon": 0.1255, "relative_step": 0.08 / 0.1255, "steps": 10}}
+    epsilon_grids = _LINF_GRIDS
 
 
 class PGD2(GradientAttack):
-    """L2 projected gradient descent (L2 I-FGSM, the paper's PGD2)."""
+    """L2 projected gradient descent (L2 I-FGSM, the paper's PGD2); given a smoother it is qPGD2."""
 
-    name = "pgd2"
+    key = "pgd2"
+    smooth_key = "qpgd2"
+    presets = {"mnist": {"epsilon": 5.0, "relative_step": 3.0 / 5.0, "steps": 10},
+               "imagenet": {"epsilon": 5.0, "relative_step": 3.0 / 5.0, "steps": 10}}
+    epsilon_grids = _L2_GRIDS
 
 
 class QPGD2(PGD2):
@@ -135,8 +155,6 @@ class QPGD2(PGD2):
 
     This is :class:`PGD2` with a smoother; it only names the combination and requires the smoother.
     """
-
-    name = "qpgd2"
 
     def __init__(self, model: nn.Module, epsilon: float, *, smoothing: Smoothing | None = None, **options):
         super().__init__(model, epsilon, smoothing=smoothing or Smoothing(), **options)

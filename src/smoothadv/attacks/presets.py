@@ -1,11 +1,8 @@
-"""Named parameter sets of the paper (section 5.2.4) and of the authors' experiments (DESIGN notes).
+"""The dataset presets of the paper (section 5.2.4): their smoothing, and how a model's preset is inferred.
 
-``PRESETS[name]`` holds the smoothing configuration and the keyword arguments of every attack. Where the
-paper is silent we chose, and say so:
+Each attack class carries its own parameters per preset (``presets``, and ``epsilon_grids`` for the
+fixed-distortion attacks); this module holds what they share. Where the paper is silent we chose, and say so:
 
-* I-FGSM and PGD2 run 10 iterations (the paper gives epsilon and step only); at other epsilons of an
-  evaluation grid the step keeps the paper's ratio step/epsilon (I-FGSM 0.08/0.3, PGD2 3/5).
-* C&W and sC&W use 9 binary-search steps of 100 Adam iterations (the authors' experiments).
 * ImageNet smoothing uses the kernel the authors ran, ``exp(-300 d^2)`` (Gaussian, sigma = 1/sqrt(600)),
   per channel, solved exactly instead of their 50 CG iterations (which leave about 3.5% error).
 * MNIST smoothing: Laplacian kernel ``exp(-10 |d|)`` (sigma = 0.1), alpha 0.95, solved exactly by a sparse
@@ -16,38 +13,48 @@ from __future__ import annotations
 
 from typing import Any
 
+from smoothadv.core.errors import ConfigError
 from smoothadv.smoothing import Smoothing
 
-
-def _preset(smoothing: Smoothing, *, linf_epsilon: float, cw_margin: float, cw_constant: float,
-            linf_grid: list[float], l2_grid: list[float]) -> dict[str, Any]:
-    """One dataset's parameters; C&W and sC&W share theirs, as do PGD2 and qPGD2."""
-    l2_gradient = {"epsilon": 5.0, "relative_step": 3.0 / 5.0, "steps": 10}
-    cw = {"margin": cw_margin, "learning_rate": 0.1, "initial_constant": cw_constant,
-          "binary_search_steps": 9, "steps": 100}
-    return {
-        "smoothing": smoothing,
-        "fgsm": {"epsilon": linf_epsilon},
-        "ifgsm": {"epsilon": linf_epsilon, "relative_step": 0.08 / linf_epsilon, "steps": 10},
-        "pgd2": dict(l2_gradient),
-        "qpgd2": dict(l2_gradient),
-        "cw": dict(cw),
-        "scw": dict(cw),
-        "deepfool": {"steps": 50, "overshoot": 0.02, "candidates": 10},
-        "epsilons": {"fgsm": list(linf_grid), "ifgsm": list(linf_grid), "pgd2": list(l2_grid),
-                     "qpgd2": list(l2_grid)},
-    }
-
-
-PRESETS: dict[str, dict[str, Any]] = {
-    "mnist": _preset(
-        Smoothing(alpha=0.95, kernel="laplacian", sigma=0.1, channels="per_channel"),
-        linf_epsilon=0.3, cw_margin=1.0, cw_constant=15.0,
-        linf_grid=[0.05, 0.1, 0.15, 0.2, 0.25, 0.3], l2_grid=[1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
-    ),
-    "imagenet": _preset(
-        Smoothing(alpha=0.997, kernel="gaussian", sigma=(1.0 / 600.0) ** 0.5, channels="per_channel"),
-        linf_epsilon=0.1255, cw_margin=0.0, cw_constant=100.0,
-        linf_grid=[0.01, 0.02, 0.04, 0.08, 0.1255], l2_grid=[0.5, 1.0, 2.0, 3.0, 5.0],
-    ),
+#: The smoother of the smooth attacks (qPGD2, sC&W) per preset.
+SMOOTHING: dict[str, Smoothing] = {
+    "mnist": Smoothing(alpha=0.95, kernel="laplacian", sigma=0.1, channels="per_channel"),
+    "imagenet": Smoothing(alpha=0.997, kernel="gaussian", sigma=(1.0 / 600.0) ** 0.5, channels="per_channel"),
 }
+PRESET_NAMES = tuple(SMOOTHING)
+#: Inputs with a side below this many pixels take the MNIST preset, larger ones the ImageNet preset.
+IMAGENET_MIN_SIDE = 64
+
+
+def check_preset(preset: str) -> str:
+    """Return ``preset`` or raise :class:`ConfigError` naming the known ones."""
+    if preset not in SMOOTHING:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESET_NAMES)}.")
+    return preset
+
+
+def preset_for_size(side: int) -> str:
+    """The preset of images whose shorter side is ``side`` pixels: ``mnist`` below 64, else ``imagenet``."""
+    return "mnist" if side < IMAGENET_MIN_SIDE else "imagenet"
+
+
+def infer_preset(model: Any) -> tuple[str, str]:
+    """The preset of a model that declares its input, and why: ``(preset, reason)``.
+
+    A model declares its input with an ``input_shape`` attribute ``(C, H, W)``; every model that
+    :func:`smoothadv.models.load_model` returns has one when its input size is known.
+
+    Raises:
+        ConfigError: the model declares no input shape (say the preset instead).
+    """
+    shape = getattr(model, "input_shape", None)
+    if shape is None or len(tuple(shape)) != 3:
+        raise ConfigError(
+            "cannot tell which preset fits this model: pass preset='mnist' (small grey images such as "
+            "28x28 digits) or preset='imagenet' (photos of 64 pixels or more), or give the model an "
+            "input_shape attribute (C, H, W)."
+        )
+    side = min(int(shape[1]), int(shape[2]))
+    preset = preset_for_size(side)
+    relation = "<" if preset == "mnist" else ">="
+    return preset, f"the model's input_shape {tuple(shape)} (side {side} {relation} {IMAGENET_MIN_SIDE})"

@@ -13,7 +13,7 @@ import pkgutil
 import sys
 
 from smoothadv import __version__
-from smoothadv.errors import SmoothAdvError
+from smoothadv.core.errors import SmoothAdvError
 
 
 def build_parser() -> argparse.ArgumentParser:

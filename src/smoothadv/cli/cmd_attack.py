@@ -26,8 +26,8 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from smoothadv.craft import craft_files
-    from smoothadv.errors import ConfigError
+    from smoothadv.core.errors import ConfigError
+    from smoothadv.experiments.craft import craft_files
 
     try:
         labels = None if args.labels is None else [int(v) for v in args.labels.split(",")]

@@ -20,7 +20,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from smoothadv.evaluation.demo import DEMO_IMAGES, run_quick_demo
+    from smoothadv.experiments.demo import DEMO_IMAGES, run_quick_demo
 
     summary = run_quick_demo(args.out, images=args.images or DEMO_IMAGES, progress=not args.no_progress,
                              restart=args.restart)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from smoothadv.cli._output import add_json_flag, emit
-from smoothadv.errors import ConfigError
+from smoothadv.core.errors import ConfigError
 
 
 def register(subparsers) -> None:
@@ -61,7 +61,7 @@ def parse_epsilons(items: list[str]) -> dict[str, list[float]] | None:
 
 
 def run(args) -> int:
-    from smoothadv.evaluation.jobs import run_evaluation
+    from smoothadv.experiments.jobs import run_evaluation
     from smoothadv.report import table_text
 
     try:

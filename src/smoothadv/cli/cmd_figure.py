@@ -50,7 +50,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from smoothadv.perceptual import figures
+    from smoothadv.experiments import figures
 
     overrides = {"binary_search_steps": args.cw_binary_steps, "steps": args.cw_steps}
     if args.figure == "figure1":

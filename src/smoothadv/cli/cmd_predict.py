@@ -39,7 +39,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from smoothadv.models import predict_files
+    from smoothadv.experiments.predict import predict_files
 
     results = predict_files(
         args.model,

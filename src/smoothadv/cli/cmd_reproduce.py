@@ -28,7 +28,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from smoothadv.evaluation.reproduce import reproduce
+    from smoothadv.experiments.reproduce import reproduce
 
     try:
         summary = reproduce(

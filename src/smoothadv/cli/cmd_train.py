@@ -36,7 +36,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from smoothadv.models.training import train_c4
+    from smoothadv.experiments.training import train_c4
 
     _, report = train_c4(
         adversarial=args.adversarial,

@@ -14,7 +14,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from smoothadv.errors import DataError
+from smoothadv.core.errors import DataError
 
 try:  # numpy >= 2 moved the implementation to numpy._core; the old path still works but warns
     from numpy._core.multiarray import _reconstruct

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from smoothadv.errors import ConfigError, DataError, ShapeError
+from smoothadv.core.errors import ConfigError, DataError, ShapeError
 
 
 @dataclass(frozen=True)

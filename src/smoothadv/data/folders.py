@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import csv
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from smoothadv.core.errors import ConfigError, DataError, warn
+from smoothadv.core.images import IMAGE_SUFFIXES, image_channels, read_image
 from smoothadv.data.dataset import ImageDataset
-from smoothadv.data.preprocess import image_channels, read_image
-from smoothadv.errors import ConfigError, DataError
-from smoothadv.imageio import IMAGE_SUFFIXES
 
 DEFAULT_LABELS_FILE = "labels.csv"
 
@@ -81,7 +79,7 @@ def load_image_folder(
         if strict:
             raise DataError(f"{folder / name}: {reason}")
         skipped.append((name, reason))
-        warnings.warn(f"skipping {folder / name}: {reason}", SkippedFileWarning, stacklevel=3)
+        warn(f"skipping {folder / name}: {reason}", SkippedFileWarning)
 
     label_of: dict[str, int] = {}
     if use_csv:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
+from smoothadv.core.errors import DataError
+from smoothadv.core.images import read_image
 from smoothadv.data.dataset import ImageDataset
-from smoothadv.data.preprocess import read_image
-from smoothadv.errors import DataError
 
 _SAMPLE_NAME = re.compile(r"^imagenet_(\d+)_(\d+)\.(?:jpg|jpeg|png)$", re.IGNORECASE)
 

@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from smoothadv._validation import check_choice
+from smoothadv.core.errors import ConfigError, DataError
+from smoothadv.core.validation import check_choice
 from smoothadv.data._safe_pickle import load_arrays_pickle
 from smoothadv.data.dataset import ImageDataset
-from smoothadv.errors import ConfigError, DataError
 
 SPLITS = ("train", "valid", "test", "train+valid")
 MNIST_CLASS_NAMES = tuple(str(d) for d in range(10))

@@ -3,8 +3,10 @@
 * :func:`evaluate` runs attacks over a dataset (epsilon grids, transfer targets) into an output folder of
   per-image records that a killed run resumes from;
 * :mod:`.metrics` turns records into the paper's statistics (pure functions);
-* :func:`run_evaluation` is the ``smoothadv evaluate`` job (models and data by name, plus the report);
-  :func:`reproduce` rebuilds the paper's Tables 1-3; :func:`run_quick_demo` is the README's demo.
+* :class:`EvaluationPlan` says what to run; :mod:`.batch` how one batch runs (the attack, then transfer,
+  MAD and image storage as separate steps); :mod:`.records` keeps records and images on disk.
+
+Running by model and data names, the report and the paper's tables are in :mod:`smoothadv.experiments`.
 """
 
 from smoothadv.evaluation.metrics import (
@@ -21,51 +23,29 @@ from smoothadv.evaluation.metrics import (
     success_probability,
     summary_table,
 )
-from smoothadv.evaluation.records import RecordStore, read_config, read_records
-from smoothadv.evaluation.runner import EvaluationResult, Samples, as_samples, evaluate
-
-
-def __getattr__(name):
-    # The jobs import models, data and report modules: load them only when asked for.
-    if name in ("run_evaluation", "resolve_data", "preset_for_model"):
-        from smoothadv.evaluation import jobs
-
-        return getattr(jobs, name)
-    if name in ("reproduce", "PAPER_TABLES"):
-        from smoothadv.evaluation import reproduce as module
-
-        return getattr(module, name)
-    if name == "run_quick_demo":
-        from smoothadv.evaluation.demo import run_quick_demo
-
-        return run_quick_demo
-    raise AttributeError(f"module 'smoothadv.evaluation' has no attribute {name!r}")
-
+from smoothadv.evaluation.plan import EvaluationPlan, as_dataset
+from smoothadv.evaluation.records import RecordStore, load_adversarial, read_config, read_records
+from smoothadv.evaluation.runner import EvaluationResult, evaluate
 
 __all__ = [
     "AttackStatistics",
+    "EvaluationPlan",
     "EvaluationResult",
     "ImageOutcome",
-    "PAPER_TABLES",
     "RecordStore",
-    "Samples",
     "accuracy",
-    "as_samples",
+    "as_dataset",
     "attack_statistics",
     "clean_results",
     "evaluate",
     "evaluate_curve",
     "image_outcomes",
+    "load_adversarial",
     "mean_distortion",
     "median_distortion",
     "operating_characteristic",
-    "preset_for_model",
     "read_config",
     "read_records",
-    "reproduce",
-    "resolve_data",
-    "run_evaluation",
-    "run_quick_demo",
     "success_probability",
     "summary_table",
 ]

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from smoothadv.errors import InputError
+from smoothadv.core.errors import InputError
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,9 @@ file is read up to the last complete marker and cut there: a half-written last l
 batch whose marker never reached the disk, are dropped (that batch is simply run again). The keys of the
 finished batches tell a resumed run what to skip, so no record is ever written twice.
 
+The image store keeps each batch's successful adversarial images, 8-bit, in ``adversarial/<hash>.npz``
+(:func:`save_adversarial`, :func:`load_adversarial`), for the report's panels.
+
 Record kinds (all JSON objects with a ``"kind"`` field):
 
 * ``"clean"``: one per image and model: ``model``, ``image_id``, ``index``, ``label``, ``prediction``,
@@ -26,9 +29,14 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from smoothadv.errors import ConfigError, DataError
+import numpy as np
+import torch
+
+from smoothadv.core.errors import ConfigError, DataError
+from smoothadv.core.images import to_uint8
 
 RECORDS_FILE = "records.jsonl"
+ADVERSARIAL_DIR = "adversarial"
 CONFIG_FILE = "config.json"
 LOCK_FILE = ".lock"
 BATCH_KIND = "batch"
@@ -69,36 +77,7 @@ class RecordStore:
             self.path.touch()
             return
         data = self.path.read_bytes()
-        good_end = 0
-        pending: list[dict[str, Any]] = []
-        position = 0
-        while position < len(data):
-            newline = data.find(b"\n", position)
-            if newline < 0:
-                break  # a half-written last line
-            line = data[position:newline]
-            position = newline + 1
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError:
-                break  # damaged line: everything after the last marker is redone
-            if not isinstance(item, dict) or "kind" not in item:
-                raise DataError(f"{self.path}: line is not a smoothadv record: {line[:80]!r}.")
-            if item["kind"] == BATCH_KIND:
-                key = item.get("key")
-                if key in self.finished:
-                    raise DataError(
-                        f"{self.path}: batch {key!r} appears twice (the file was edited, or two runs wrote "
-                        "to it at once); use a new --out folder or --restart."
-                    )
-                self.finished.add(key)
-                self.records.extend(pending)
-                pending = []
-                good_end = position
-            else:
-                pending.append(item)
+        self.records, self.finished, good_end = parse_records(data, self.path)
         if good_end < len(data):
             self.trimmed_bytes = len(data) - good_end
             with open(self.path, "r+b") as handle:
@@ -126,6 +105,49 @@ class RecordStore:
         self.finished.add(key)
 
 
+def parse_records(data: bytes, path: Path) -> tuple[list[dict[str, Any]], set[str], int]:
+    """The records and keys of the finished batches in a records file's bytes, and where they end.
+
+    Everything after the last complete batch marker (a half-written or damaged line, a batch whose marker
+    never reached the disk) is left out: ``end`` is the byte offset just after that marker.
+
+    Raises:
+        DataError: a line that is not a smoothadv record, or a batch marker that appears twice.
+    """
+    records: list[dict[str, Any]] = []
+    finished: set[str] = set()
+    pending: list[dict[str, Any]] = []
+    end = position = 0
+    while position < len(data):
+        newline = data.find(b"\n", position)
+        if newline < 0:
+            break  # a half-written last line
+        line = data[position:newline]
+        position = newline + 1
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError:
+            break  # damaged line: everything after the last marker is redone
+        if not isinstance(item, dict) or "kind" not in item:
+            raise DataError(f"{path}: line is not a smoothadv record: {line[:80]!r}.")
+        if item["kind"] == BATCH_KIND:
+            key = item.get("key")
+            if key in finished:
+                raise DataError(
+                    f"{path}: batch {key!r} appears twice (the file was edited, or two runs wrote "
+                    "to it at once); use a new --out folder or --restart."
+                )
+            finished.add(key)
+            records.extend(pending)
+            pending = []
+            end = position
+        else:
+            pending.append(item)
+    return records, finished, end
+
+
 def read_records(path: str | Path) -> list[dict[str, Any]]:
     """The records of the finished batches in a records file or an output folder (read only, no trimming)."""
     path = Path(path)
@@ -133,22 +155,43 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
         path = path / RECORDS_FILE
     if not path.is_file():
         raise DataError(f"no records file at {path}; run `smoothadv evaluate --out {path.parent}` first.")
-    records: list[dict[str, Any]] = []
-    pending: list[dict[str, Any]] = []
-    with open(path, "rb") as handle:
-        for raw in handle:
-            if not raw.endswith(b"\n"):
-                break
-            try:
-                item = json.loads(raw)
-            except json.JSONDecodeError:
-                break
-            if item.get("kind") == BATCH_KIND:
-                records.extend(pending)
-                pending = []
-            else:
-                pending.append(item)
-    return records
+    return parse_records(path.read_bytes(), path)[0]
+
+
+def adversarial_file(out_dir: str | Path, key: str) -> Path:
+    """Where the adversarial images of batch ``key`` are kept (``adversarial/<hash>.npz``)."""
+    return Path(out_dir) / ADVERSARIAL_DIR / (hashlib.sha1(key.encode()).hexdigest()[:20] + ".npz")
+
+
+def save_adversarial(out_dir: str | Path, key: str, ids: Sequence[str], images: torch.Tensor) -> Path:
+    """Keep the (B, C, H, W) adversarial images of ``ids`` from batch ``key`` as 8-bit values, fsync-ed."""
+    path = adversarial_file(out_dir, key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as handle:
+        np.savez_compressed(handle, ids=np.array(list(ids)), images=to_uint8(images).cpu().numpy())
+        handle.flush()
+        os.fsync(handle.fileno())
+    return path
+
+
+def load_adversarial(out_dir: str | Path, key: str, image_id: str) -> torch.Tensor | None:
+    """The saved (C, H, W) adversarial image of ``image_id`` from batch ``key``, or None if not kept."""
+    path = adversarial_file(out_dir, key)
+    if not path.is_file():
+        return None
+    with np.load(path) as archive:
+        ids = list(archive["ids"])
+        if image_id not in ids:
+            return None
+        return torch.from_numpy(archive["images"][ids.index(image_id)].astype(np.float32) / 255.0)
+
+
+def clear_adversarial(out_dir: str | Path) -> None:
+    """Delete every kept adversarial image of ``out_dir`` (a restarted run)."""
+    folder = Path(out_dir) / ADVERSARIAL_DIR
+    if folder.is_dir():
+        for stale in folder.glob("*.npz"):
+            stale.unlink()
 
 
 def write_config(folder: str | Path, config: dict[str, Any], *, restart: bool = False) -> None:

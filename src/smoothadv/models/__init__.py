@@ -7,11 +7,11 @@ source and measured accuracy; ``smoothadv models`` lists them.
 
 from __future__ import annotations
 
+from smoothadv.models.accuracy import measure_accuracy
 from smoothadv.models.c4 import C4
 from smoothadv.models.defenses import BilateralDefense
 from smoothadv.models.efficientnet_lite import EfficientNetLite, efficientnet_lite
 from smoothadv.models.layers import Conv2dSame, Normalize, Preprocessed
-from smoothadv.models.predict import measure_accuracy, predict_files
 from smoothadv.models.zoo import Accuracy, ModelInfo, known_models, list_models, load_model, model_info
 
 __all__ = [
@@ -29,5 +29,4 @@ __all__ = [
     "load_model",
     "measure_accuracy",
     "model_info",
-    "predict_files",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from smoothadv.errors import ShapeError
+from smoothadv.core.errors import ShapeError
 from smoothadv.models.layers import Conv2dSame
 
 

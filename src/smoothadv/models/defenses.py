@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from smoothadv.errors import ConfigError
-from smoothadv.filters import bilateral_filter
+from smoothadv.core.errors import ConfigError
+from smoothadv.ops.bilateral import bilateral_filter
 
 DEFENSE_SPATIAL_SIGMA = 0.5
 DEFENSE_RANGE_SIGMA = 0.2

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from smoothadv.errors import ModelError, ShapeError
+from smoothadv.core.errors import ModelError, ShapeError
 from smoothadv.models.layers import Conv2dSame
 
 BN_EPS = 1e-3

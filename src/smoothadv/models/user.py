@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from smoothadv.errors import ModelError
+from smoothadv.core.errors import ModelError
 from smoothadv.models.layers import Normalize, Preprocessed
 
 _FACTORY = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$")

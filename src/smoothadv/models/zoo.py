@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from smoothadv.errors import ModelError
+from smoothadv.core.errors import ModelError
 
 BILATERAL_SUFFIX = "+bilateral"
 _IMAGENET_STAND_IN = "stands in for the paper's InceptionV3 / ResNetV2-50 (not available offline)"
@@ -262,7 +262,8 @@ def load_model(
 ) -> nn.Module:
     """Build the model named by ``spec`` with its weights, in eval mode, on ``device``.
 
-    Every returned model takes (B, C, H, W) images in [0, 1] and returns (B, K) logits.
+    Every returned model takes (B, C, H, W) images in [0, 1] and returns (B, K) logits; registered models
+    also declare ``input_shape`` (C, H, W).
 
     Args:
         spec: a registry name, ``<name>+bilateral``, a TorchScript file, or ``package.module:factory``.
@@ -289,11 +290,13 @@ def load_model(
         from smoothadv.models.defenses import BilateralDefense
 
         base = load_model(spec[: -len(BILATERAL_SUFFIX)], device, weights=weights, mean=mean, std=std)
-        return BilateralDefense(base).to(device).eval()
+        return _declare_input(BilateralDefense(base).to(device).eval(), getattr(base, "input_shape", None))
     if spec in _REGISTRY:
         if mean is not None or std is not None:
             raise ModelError(f"{spec} normalises its input itself; --mean/--std are for user models only.")
-        model = _load_registered(_REGISTRY[spec], weights)
+        info = _REGISTRY[spec]
+        model = _load_registered(info, weights)
+        return _declare_input(model.to(device).eval(), (info.channels, info.input_size, info.input_size))
     elif Path(spec).is_file():
         if weights is not None:
             raise ModelError("a TorchScript file holds its own weights; drop --weights.")
@@ -303,6 +306,13 @@ def load_model(
     else:
         raise _unknown(spec)
     return model.to(device).eval()
+
+
+def _declare_input(model: nn.Module, shape: tuple[int, int, int] | None) -> nn.Module:
+    """Set ``model.input_shape`` (C, H, W), from which attacks infer their preset."""
+    if shape is not None:
+        model.input_shape = tuple(shape)
+    return model
 
 
 def _load_registered(info: ModelInfo, weights: str | Path | None) -> nn.Module:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
-from smoothadv.errors import DataError, InputError, NonFiniteError, RangeError, ShapeError
+from smoothadv.core.errors import InputError, NonFiniteError, RangeError, ShapeError
+from smoothadv.core.images import read_image_uint8, to_uint8
 
 #: MATLAB ``rgb2gray`` luma weights (used by the original MAD code).
 RGB2GRAY_WEIGHTS = (0.298936021293776, 0.587043074451121, 0.114020904255103)
@@ -31,7 +31,7 @@ def to_uint8_array(image, name: str = "image") -> np.ndarray:
         NonFiniteError: NaN or inf values.
     """
     if isinstance(image, (str, Path)):
-        return _read_file(Path(image))
+        return read_image_uint8(image)
     if isinstance(image, torch.Tensor):
         tensor = image.detach().cpu()
         if tensor.dim() == 4 and tensor.shape[0] == 1:
@@ -72,19 +72,6 @@ def rgb2gray(rgb: np.ndarray) -> np.ndarray:
     return np.clip(np.floor(grey + 0.5), 0, 255).astype(np.uint8)
 
 
-def _read_file(path: Path) -> np.ndarray:
-    if not path.is_file():
-        raise DataError(f"image file not found: {path}")
-    try:
-        with Image.open(path) as image:
-            image.load()
-            if image.mode != "L":
-                image = image.convert("RGB")
-            return np.asarray(image, dtype=np.uint8).copy()
-    except (UnidentifiedImageError, OSError) as error:
-        raise DataError(f"cannot read {path} as an image ({error}); give a PNG or JPEG file.") from error
-
-
 def _quantise(array: np.ndarray, name: str) -> np.ndarray:
     if array.dtype == np.uint8:
         return np.ascontiguousarray(array)
@@ -106,4 +93,4 @@ def _quantise(array: np.ndarray, name: str) -> np.ndarray:
             f"floating-point {name} must lie in [0, 1], got [{lo:.4g}, {hi:.4g}]; divide 0-255 values by 255 "
             "or pass a uint8 array."
         )
-    return np.floor(values * 255.0 + 0.5).astype(np.uint8)
+    return to_uint8(torch.from_numpy(values)).numpy()

@@ -23,9 +23,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from smoothadv._validation import check_choice, check_finite, check_positive
-from smoothadv.errors import ConfigError, InputError, ShapeError
-from smoothadv.filters import bilateral_filter
+from smoothadv.core.errors import ConfigError, InputError, ShapeError
+from smoothadv.core.validation import check_choice, check_finite, check_positive
+from smoothadv.ops.bilateral import bilateral_filter
 
 GLOBAL_TERMS = ("residual_rms", "image_std")
 #: Spatial sigma of the paper's Fig. 1 (the authors used 3 in other experiments).

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from smoothadv.errors import InputError, ShapeError
-from smoothadv.imageio import load_image, save_image
+from smoothadv.core.errors import InputError, ShapeError
+from smoothadv.core.images import read_image, save_image
 from smoothadv.perceptual.magnify import check_magnify_parameters, magnify_together
 
 
@@ -115,7 +115,7 @@ def magnify_files(
     if not paths:
         raise InputError("give at least one image file to magnify.")
     check_magnify_parameters(**magnify_kwargs)
-    images = [load_image(p, mode=None) for p in paths]
+    images = [read_image(p) for p in paths]
     magnified = magnify_together(images, **magnify_kwargs)
     out_dir = Path(out_dir)
     outputs, used = [], set()

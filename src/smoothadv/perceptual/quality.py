@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from smoothadv.errors import ShapeError
+from smoothadv.core.errors import ShapeError
 from smoothadv.perceptual._inputs import to_uint8_array
 from smoothadv.perceptual.mad import MadResult, mad
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import torch
 
+from smoothadv.attacks import ATTACKS
 from smoothadv.evaluation.metrics import ImageOutcome, image_outcomes
-from smoothadv.evaluation.runner import load_adversarial
+from smoothadv.evaluation.records import load_adversarial
 from smoothadv.report.plots import figure_png
-from smoothadv.report.tables import ATTACK_LABELS
 
 
 def worst_cases(records: Iterable[dict], model: str, attacks: Sequence[str], count: int = 3) -> list[str]:
@@ -88,7 +88,7 @@ def worst_case_panel(
         _tile(figure, rows, columns, 2 * row * columns + 1, original, f"original\n{image_id}")
         _tile(figure, rows, columns, (2 * row + 1) * columns + 1, None, "perturbation\n0.5 + g r")
         for col, attack in enumerate(attacks, start=2):
-            label = ATTACK_LABELS.get(attack, attack)
+            label = ATTACKS.label(attack)
             top, bottom = 2 * row * columns + col, (2 * row + 1) * columns + col
             if attack not in adversarials:
                 _tile(figure, rows, columns, top, None, f"{label}\nfailed")

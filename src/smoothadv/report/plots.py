@@ -6,18 +6,9 @@ import io
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from smoothadv.attacks import ATTACKS
 from smoothadv.evaluation.metrics import image_outcomes, operating_characteristic
-from smoothadv.report.tables import ATTACK_LABELS
 
-ATTACK_COLOURS = {
-    "fgsm": "tab:blue",
-    "ifgsm": "tab:orange",
-    "pgd2": "tab:green",
-    "cw": "tab:red",
-    "qpgd2": "tab:purple",
-    "scw": "tab:brown",
-    "deepfool": "tab:gray",
-}
 MODEL_STYLES = ("-", "--", ":", "-.")
 
 
@@ -71,12 +62,12 @@ def plot_operating_characteristics(
             continue
         xs = list(d) + [right * 1.02]
         ys = list(p) + [p[-1]]
-        label = ATTACK_LABELS.get(attack, attack) + (f" ({model})" if len(models) > 1 else "")
+        label = ATTACKS.label(attack) + (f" ({model})" if len(models) > 1 else "")
         axes.step(
             xs,
             ys,
             where="post",
-            color=ATTACK_COLOURS.get(attack),
+            color=ATTACKS.colour(attack),
             linewidth=1.6,
             linestyle=MODEL_STYLES[models.index(model) % len(MODEL_STYLES)],
             label=label,

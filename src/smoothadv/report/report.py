@@ -57,7 +57,7 @@ def write_report(
     from smoothadv.report.panels import worst_cases
 
     chosen = worst_cases(result.records, model, attacks, panel_count)
-    originals = {i: result.samples.images([correct_ids[i]])[0] for i in chosen}
+    originals = {i: result.dataset.batch([correct_ids[i]]).images[0] for i in chosen}
     panel, shown = worst_case_panel(
         result.records, out_dir, originals, model, attacks, None, image_ids=chosen
     )

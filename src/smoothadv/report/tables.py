@@ -8,6 +8,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from smoothadv.attacks import ATTACKS
 from smoothadv.evaluation.metrics import AttackStatistics
 
 #: (key, header, format) of each column; format is a str.format spec applied to non-None values.
@@ -27,17 +28,6 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("seconds", "seconds", "{:.1f}"),
 )
 
-ATTACK_LABELS = {
-    "fgsm": "FGSM",
-    "ifgsm": "I-FGSM",
-    "pgd2": "PGD2",
-    "qpgd2": "qPGD2",
-    "cw": "C&W",
-    "scw": "sC&W",
-    "deepfool": "DeepFool",
-}
-
-
 def _columns(rows: Sequence[AttackStatistics]) -> list[tuple[str, str, str]]:
     """Drop the MAD column when no row has a MAD score, and the model column when there is one model."""
     columns = list(COLUMNS)
@@ -51,7 +41,7 @@ def _columns(rows: Sequence[AttackStatistics]) -> list[tuple[str, str, str]]:
 def _cell(row: AttackStatistics, key: str, spec: str) -> str:
     value = getattr(row, key)
     if key == "attack":
-        return ATTACK_LABELS.get(value, value)
+        return ATTACKS.label(value)
     return "-" if value is None else spec.format(value)
 
 

@@ -26,7 +26,7 @@ import scipy.sparse
 import scipy.sparse.linalg
 from numba import njit
 
-from smoothadv.errors import SmoothAdvError
+from smoothadv.core.errors import SmoothAdvError
 from smoothadv.smoothing.graph import grid_edges
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from smoothadv._validation import check_choice, check_image_batch, check_positive
+from smoothadv.core.validation import check_choice, check_image_batch, check_positive
 
 #: Half of the neighbour offsets (dy, dx) of each neighbourhood; the other half are their negatives.
 NEIGHBOUR_OFFSETS: dict[int, tuple[tuple[int, int], ...]] = {

@@ -22,8 +22,8 @@ from dataclasses import dataclass, replace
 import torch
 from torch.autograd.function import once_differentiable
 
-from smoothadv._validation import check_choice, check_finite, check_image_batch, check_same_shape
-from smoothadv.errors import ConfigError, InputError, RangeError
+from smoothadv.core.errors import ConfigError, InputError, RangeError
+from smoothadv.core.validation import check_choice, check_finite, check_image_batch, check_same_shape
 from smoothadv.smoothing.graph import CHANNEL_MODES, KERNELS, NEIGHBOUR_OFFSETS, build_graph
 from smoothadv.smoothing.solvers import CGSolver, DenseSolver, DirectSolver, LaplacianSolver
 

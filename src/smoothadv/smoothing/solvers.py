@@ -13,13 +13,12 @@ Three solvers share one interface (:class:`LaplacianSolver`):
   images, SciPy's SuperLU for large ones), reused by every later solve; exact to rounding. CPU only;
   tensors on another device go through host memory.
 * :class:`CGSolver`: batched, matrix-free conjugate gradient on the device of the inputs, with a
-  relative-residual tolerance, an iteration cap, and a :class:`~smoothadv.errors.ConvergenceWarning` that
+  relative-residual tolerance, an iteration cap, and a :class:`~smoothadv.core.errors.ConvergenceWarning` that
   reports the residual reached when the cap stops it.
 """
 
 from __future__ import annotations
 
-import warnings
 from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
 
@@ -28,8 +27,8 @@ import scipy.sparse
 import scipy.sparse.linalg
 import torch
 
-from smoothadv._validation import check_positive
-from smoothadv.errors import ConfigError, ConvergenceWarning
+from smoothadv.core.errors import ConfigError, ConvergenceWarning, warn
+from smoothadv.core.validation import check_positive
 from smoothadv.smoothing import cholesky
 from smoothadv.smoothing.graph import PixelGraph, grid_edges
 
@@ -301,11 +300,9 @@ class CGSolver(LaplacianSolver):
         self.last_iterations = iteration
         self.last_residual = float(relative)
         if self.warn and self.last_residual > self.tol:
-            warnings.warn(
+            warn(
                 f"conjugate gradient stopped after {iteration} iterations with relative residual "
                 f"{self.last_residual:.2e} > tol {self.tol:.0e}; raise maxiter, lower alpha, or use "
                 "solver='direct' for an exact solve.",
-                ConvergenceWarning,
-                stacklevel=3,
-            )
+                ConvergenceWarning)
         return solution

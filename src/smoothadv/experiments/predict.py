@@ -1,4 +1,4 @@
-"""Running a model on images: top-K predictions for files, and accuracy on a dataset."""
+"""Running a model on image files: their top-K classes (``smoothadv predict``)."""
 
 from __future__ import annotations
 
@@ -6,18 +6,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from torch import nn
 
-from smoothadv.errors import ConfigError, ModelError
-
-
-@torch.no_grad()
-def measure_accuracy(model: nn.Module, dataset, *, batch_size: int = 100) -> tuple[int, int]:
-    """(correct, total) top-1 predictions of ``model`` on an :class:`~smoothadv.data.ImageDataset`."""
-    correct = 0
-    for batch in dataset.batches(batch_size):
-        correct += int((model(batch.images).argmax(dim=1) == batch.labels).sum())
-    return correct, len(dataset)
+from smoothadv.core.errors import ConfigError, ModelError
+from smoothadv.core.images import read_image
+from smoothadv.models import load_model, model_info
 
 
 def predict_files(
@@ -56,9 +48,6 @@ def predict_files(
         DataError: an image cannot be read or does not fit the model.
         ConfigError: ``top`` < 1 or no images.
     """
-    from smoothadv.data.preprocess import read_image
-    from smoothadv.models.zoo import load_model, model_info
-
     if not isinstance(top, int) or top < 1:
         raise ConfigError(f"top must be a positive integer, got {top!r}.")
     if not paths:

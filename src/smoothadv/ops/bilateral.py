@@ -23,8 +23,8 @@ import math
 import torch
 from torch import nn
 
-from smoothadv._validation import check_image_batch, check_positive
-from smoothadv.errors import ConfigError, ShapeError
+from smoothadv.core.errors import ConfigError, ShapeError
+from smoothadv.core.validation import check_image_batch, check_positive
 
 #: Radius factor: a window of radius ``ceil(2.326 * sigma)`` holds 98% of a 1-D Gaussian's mass.
 RADIUS_FACTOR = 2.326

@@ -6,28 +6,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from smoothadv.errors import ConfigError
+from smoothadv.core.errors import ConfigError
+from smoothadv.data import load_image_folder, load_imagenet_samples, load_mnist
 from smoothadv.evaluation.runner import EvaluationResult, evaluate
+from smoothadv.experiments.defaults import batch_size_for, preset_for_model
+from smoothadv.models import load_model, model_info
+from smoothadv.report import write_report
 
 DATASETS = ("mnist", "imagenet-samples")
-
-
-def preset_for_model(model_name: str, image_size: int | None = None) -> str:
-    """The attack preset of a model: ``mnist`` for C4 models, ``imagenet`` for EfficientNet-Lite.
-
-    User models follow their image size (below 64 pixels: ``mnist``).
-    """
-    from smoothadv.models import model_info
-
-    info = model_info(model_name)
-    if info.dataset == "mnist":
-        return "mnist"
-    if info.dataset == "imagenet-samples":
-        return "imagenet"
-    size = image_size or info.input_size
-    if size is None:
-        raise ConfigError(f"cannot tell the preset of {model_name!r}; pass --preset mnist or imagenet.")
-    return "mnist" if size < 64 else "imagenet"
 
 
 def resolve_data(data: str, model_name: str, model: Any = None, *, limit: int | None = None):
@@ -40,9 +26,6 @@ def resolve_data(data: str, model_name: str, model: Any = None, *, limit: int | 
         model: the loaded model (labels a folder without ``labels.csv``).
         limit: keep the first ``limit`` images.
     """
-    from smoothadv.data import load_image_folder, load_imagenet_samples, load_mnist
-    from smoothadv.models import model_info
-
     info = model_info(model_name)
     if data == "mnist":
         dataset = load_mnist("test", limit=limit)
@@ -97,7 +80,7 @@ def run_evaluation(
         data: ``mnist``, ``imagenet-samples`` or an image folder (see :func:`resolve_data`).
         attacks: comma-separated names or a list.
         out_dir: output folder (resumed when it holds the same run).
-        preset: attack parameters; default from the model (:func:`preset_for_model`).
+        preset: attack parameters; default from the model (:func:`~.defaults.preset_for_model`).
         limit: first ``limit`` images. batch_size: default 100 for MNIST-sized images, 4 for ImageNet.
         seed, epsilons, attack_options, perceptual, restart, progress: see :func:`evaluate`.
         device: where the model runs.
@@ -105,14 +88,11 @@ def run_evaluation(
     Returns:
         (the evaluation result, the report's file paths).
     """
-    from smoothadv.models import load_model
-    from smoothadv.report import write_report
-
     net = load_model(model, device)
     preset = preset or preset_for_model(model)
     dataset = resolve_data(data, model, net, limit=limit)
     if batch_size is None:
-        batch_size = 100 if preset == "mnist" else 4
+        batch_size = batch_size_for(preset)
     result = evaluate(
         net,
         dataset,

@@ -1,5 +1,9 @@
 """Typed errors and warnings. Every user-facing error says what was wrong and how to fix it."""
 
+import os
+import sys
+import warnings
+
 
 class SmoothAdvError(Exception):
     """Base class of every error raised by smoothadv."""
@@ -39,3 +43,21 @@ class ConvergenceWarning(UserWarning):
 
 class PreflightWarning(UserWarning):
     """A check before an attack found something suspicious (but not fatal)."""
+
+
+class InferredDefaultWarning(UserWarning):
+    """An option the user left out was inferred (e.g. the attack preset from the model's input size)."""
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def warn(message: str, category: type[Warning]) -> None:
+    """Issue a warning attributed to the first caller outside smoothadv: the user's line, however deep
+    inside the library it is raised."""
+    frame = sys._getframe(1)
+    level = 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR + os.sep):
+        frame = frame.f_back
+        level += 1
+    warnings.warn(message, category, stacklevel=level)

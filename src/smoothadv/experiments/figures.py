@@ -27,15 +27,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from smoothadv._validation import check_choice
-from smoothadv.errors import InputError, ShapeError
+from smoothadv.attacks import ATTACKS, make_attack
+from smoothadv.core.errors import InputError, ShapeError
+from smoothadv.core.images import read_image
+from smoothadv.core.validation import check_choice
+from smoothadv.experiments.defaults import default_dataset, preset_for_model
+from smoothadv.models import load_model, model_info
+from smoothadv.perceptual.mad import SCALES, mad_batch
+from smoothadv.perceptual.magnify import magnify_together
+from smoothadv.perceptual.panel import save_panel
 
 #: Reduced C&W / sC&W settings used by default in both figures (the paper's experiments: 9 x 100).
 REDUCED_CW: dict[str, int] = {"binary_search_steps": 5, "steps": 50}
 #: The attacks of Fig. 1, in display order.
 FIGURE1_ATTACKS: tuple[str, ...] = ("fgsm", "ifgsm", "pgd2", "cw", "qpgd2", "scw")
-_DISPLAY = {"fgsm": "FGSM", "ifgsm": "I-FGSM", "pgd2": "PGD2", "cw": "C&W", "qpgd2": "qPGD2", "scw": "sC&W",
-            "deepfool": "DeepFool"}
 _MINIMIZATION = ("cw", "scw", "deepfool")
 
 
@@ -108,10 +113,6 @@ def _steps(cw_overrides: Mapping[str, Any] | None) -> str:
     return f"{options['binary_search_steps']} x {options['steps']} iterations"
 
 
-def _display(name: str) -> str:
-    return _DISPLAY.get(name, name)
-
-
 def _attack_overrides(name: str, cw_overrides: Mapping[str, Any] | None) -> dict[str, Any]:
     return dict(cw_overrides or {}) if name in ("cw", "scw") else {}
 
@@ -160,10 +161,6 @@ def figure1(
     Returns:
         :class:`Figure1Result`.
     """
-    from smoothadv.attacks import make_attack
-    from smoothadv.perceptual.magnify import magnify_together
-    from smoothadv.perceptual.panel import save_panel
-
     image = _check_single_image(image)
     attacks = list(attacks)
     if not attacks:
@@ -184,7 +181,7 @@ def figure1(
                      "seconds": float(result.seconds)})
     magnified = magnify_together([image, *adversarials], **magnify_kwargs)
     titles = ["original", "magnified original"] + [
-        f"{_display(r['attack'])}: L2 {r['l2']:.2f}, {'fooled' if r['success'] else 'failed'}"
+        f"{ATTACKS.label(r['attack'])}: L2 {r['l2']:.2f}, {'fooled' if r['success'] else 'failed'}"
         for r in rows
     ]
     tiles = [image, *magnified]
@@ -284,9 +281,6 @@ def figure4(
     Returns:
         :class:`Figure4Result`; the fraction counts only images both attacks fooled.
     """
-    from smoothadv.attacks import make_attack
-    from smoothadv.perceptual.mad import SCALES, mad_batch
-
     scale = str(scale)
     check_choice(scale, SCALES, "scale")
     if not isinstance(images, torch.Tensor) or images.dim() != 4:
@@ -351,12 +345,9 @@ def figure4(
 
 
 def _load_image_for(model_name: str, image: str | Path | None, index: int):
-    from smoothadv.data import default_dataset_for, read_image
-    from smoothadv.models import model_info
-
     info = model_info(model_name)
     if image is None:
-        dataset = default_dataset_for(model_name)
+        dataset = default_dataset(model_name)
         if not 0 <= index < len(dataset):
             raise InputError(f"--index must be in [0, {len(dataset) - 1}], got {index}.")
         batch = dataset.batch([index])
@@ -376,12 +367,9 @@ def figure1_for_model(model_name: str = "efficientnet-lite0", *, image: str | Pa
     Returns:
         :meth:`Figure1Result.to_dict` plus ``image`` and ``model``.
     """
-    from smoothadv.models import load_model, model_info
-
-    info = model_info(model_name)
     picture, label, image_id = _load_image_for(model_name, image, index)
     model = load_model(model_name)
-    preset = "mnist" if info.dataset == "mnist" else "imagenet"
+    preset = preset_for_model(model_name)
     result = figure1(model, picture, Path(out_dir) / "figure1.png", label=label, preset=preset,
                      cw_overrides=cw_overrides)
     return {**result.to_dict(), "image": image_id, "model": model_name}
@@ -393,13 +381,10 @@ def figure4_for_model(model_name: str = "efficientnet-lite0", *, limit: int | No
     """Fig. 4 for a registered model on its default dataset (the first ``limit`` correctly classified
     images); writes ``figure4.png``, ``figure4.csv`` and ``figure4.json`` into ``out_dir``.
     """
-    from smoothadv.data import default_dataset_for
-    from smoothadv.models import load_model, model_info
-
     if limit is not None and limit < 1:
         raise InputError(f"--limit must be >= 1, got {limit}.")
     info = model_info(model_name)
-    dataset = default_dataset_for(model_name)
+    dataset = default_dataset(model_name)
     model = load_model(model_name)
     batch = dataset.batch(list(range(len(dataset))))
     images, labels, ids = batch.images, batch.labels, list(batch.ids)
@@ -408,7 +393,7 @@ def figure4_for_model(model_name: str = "efficientnet-lite0", *, limit: int | No
             correct = [i for i in range(len(images))
                        if int(model(images[i:i + 1]).argmax(1)[0]) == int(labels[i])][:limit]
         images, labels, ids = images[correct], labels[correct], [ids[i] for i in correct]
-    preset = "mnist" if info.dataset == "mnist" else "imagenet"
+    preset = preset_for_model(model_name)
     upsample = 112 if min(info.input_size or 0, 999) < 34 else None
     result = figure4(model, images, labels, out_dir, ids=ids, preset=preset, cw_overrides=cw_overrides,
                      scale=scale, upsample_to=upsample, note=f"{model_name}, C&W/sC&W {_steps(cw_overrides)}")

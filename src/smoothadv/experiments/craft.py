@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from smoothadv.attacks import FIXED_DISTORTION_ATTACKS, make_attack
-from smoothadv.data.preprocess import read_image
-from smoothadv.errors import ConfigError
-from smoothadv.imageio import save_image
+from smoothadv.attacks import ATTACKS, FIXED_DISTORTION_ATTACKS, make_attack
+from smoothadv.core.errors import ConfigError
+from smoothadv.core.images import read_image, save_image
+from smoothadv.experiments.defaults import preset_for_model
 from smoothadv.models import load_model, model_info
 
 
@@ -50,15 +50,16 @@ def craft_files(model: str, attack: str, inputs: Sequence[str | Path], out_dir: 
     if info.input_size is None:
         raise ConfigError(f"{model} is a user model: declare its input size with --input-size.")
     if preset is None:
-        preset = "mnist" if info.dataset == "mnist" else "imagenet"
+        preset = preset_for_model(model, info.input_size)
+    key = ATTACKS.resolve(attack)
     overrides = {}
     if epsilon is not None:
-        if attack.lower() not in FIXED_DISTORTION_ATTACKS:
+        if not ATTACKS[key].fixed_distortion:
             allowed = ", ".join(FIXED_DISTORTION_ATTACKS)
             raise ConfigError(f"--epsilon applies to {allowed} only, not {attack}.")
         overrides["epsilon"] = epsilon
     network = load_model(model, weights=weights)
-    attacker = make_attack(attack, network, preset=preset, quantize=quantize, **overrides)
+    attacker = make_attack(key, network, preset=preset, quantize=quantize, **overrides)
     paths = [Path(p) for p in inputs]
     images = torch.stack([read_image(p, channels=info.channels, size=info.input_size, resize=info.resize)
                           for p in paths])

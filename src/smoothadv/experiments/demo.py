@@ -5,7 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from smoothadv.evaluation.reproduce import PAPER_ATTACKS
+from smoothadv.data import load_mnist
+from smoothadv.evaluation.runner import evaluate
+from smoothadv.experiments.paper import PAPER_ATTACKS
+from smoothadv.models import load_model
+from smoothadv.report import table_text, write_report
 
 #: Images of the demo and the reduced C&W/sC&W search; chosen so the demo runs in a few minutes on two
 #: CPU cores (measured: see docs/evaluation.md).
@@ -34,11 +38,6 @@ def run_quick_demo(
         ``{"report": path of report.html, "table": [row dicts], "text": the table as text, "files": {...},
         "seconds": wall time, "notes": [...]}``.
     """
-    from smoothadv.data import load_mnist
-    from smoothadv.evaluation.runner import evaluate
-    from smoothadv.models import load_model
-    from smoothadv.report import table_text, write_report
-
     model = load_model("c4")
     data = load_mnist("test", limit=images)
     options = {"cw": dict(DEMO_CW), "scw": dict(DEMO_CW)}

@@ -26,8 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from smoothadv._validation import check_choice
-from smoothadv.errors import ConfigError
+from smoothadv.core.errors import ConfigError
+from smoothadv.core.validation import check_choice
+from smoothadv.data import load_mnist
+from smoothadv.models import C4, measure_accuracy
 
 # Defaults of cleverhans' MNIST tutorial (6 epochs, batch 128, Adam 1e-3), which the authors trained C4 with;
 # we add a cosine decay of the learning rate (see train_c4).
@@ -79,14 +81,10 @@ def fgsm(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: floa
     return (images + eps * grad.sign()).clamp(0.0, 1.0).detach()
 
 
-@torch.no_grad()
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
     """Top-1 accuracy of ``model`` on (N, C, H, W) ``images`` with (N,) ``labels``."""
-    correct = 0
-    for start in range(0, len(labels), batch_size):
-        logits = model(images[start : start + batch_size])
-        correct += int((logits.argmax(dim=1) == labels[start : start + batch_size]).sum())
-    return correct / max(len(labels), 1)
+    correct, total = measure_accuracy(model, (images, labels), batch_size=batch_size)
+    return correct / max(total, 1)
 
 
 def fgsm_success_rate(
@@ -154,9 +152,6 @@ def train_c4(
         DataError: MNIST is not available.
     """
     from tqdm import tqdm
-
-    from smoothadv.data.mnist import load_mnist
-    from smoothadv.models.c4 import C4
 
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if not isinstance(value, int) or value < 1:

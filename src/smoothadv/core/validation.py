@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from smoothadv.errors import ConfigError, InputError, NonFiniteError, RangeError, ShapeError
+from smoothadv.core.errors import ConfigError, InputError, NonFiniteError, RangeError, ShapeError
 
 
 def check_image_batch(images: torch.Tensor, name: str = "images", *, check_range: bool = True) -> None:
