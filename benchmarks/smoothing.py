@@ -39,7 +39,7 @@ from torch import nn
 
 from smoothadv.core.errors import ConvergenceWarning
 from smoothadv.experiments.photos import bundled_photo
-from smoothadv.smoothing import DirectSolver, Smoothing
+from smoothadv.smoothing import Smoothing
 
 #: Paper presets (section 5.2.4 and DESIGN.md section 2). Gaussian exp(-300 d^2) = exp(-d^2 / (2 sigma^2)).
 MNIST_PRESET = {"alpha": 0.95, "kernel": "laplacian", "sigma": 0.1, "channels": "per_channel"}
@@ -148,13 +148,9 @@ def bench_case(name: str, repeats: int) -> dict:
             rows.append(bench_solver(guide, config, repeats, f"cg (tol {CG_TOL:.0e})"))
             config = Smoothing(**preset, solver="cg", cg_tol=CG_TOL, cg_maxiter=CG_FIXED_ITERATIONS)
             rows.append(bench_solver(guide, config, repeats, f"cg ({CG_FIXED_ITERATIONS} iterations)"))
-        elif solver == "direct-superlu":  # the direct solver's path for large images, for comparison
-            previous, DirectSolver.BATCHED_PIXELS = DirectSolver.BATCHED_PIXELS, 0
-            try:
-                rows.append(bench_solver(guide, Smoothing(**preset, solver="direct"), repeats,
-                                         "direct (superlu)"))
-            finally:
-                DirectSolver.BATCHED_PIXELS = previous
+        elif solver == "direct-superlu":  # the direct solver's method for large images, for comparison
+            config = Smoothing(**preset, solver="superlu")
+            rows.append(bench_solver(guide, config, repeats, "direct (superlu)"))
         elif solver == "direct-joint":  # not the preset: one graph for the 3 channels, 3 right-hand sides
             config = Smoothing(**{**preset, "channels": "joint"}, solver="direct")
             rows.append(bench_solver(guide, config, repeats, "direct, joint graph"))

@@ -293,7 +293,8 @@ class TestPreflight:
         with pytest.raises(ConfigError):
             make_attack("cw", model, preset="mnist", steps=0)
         with pytest.raises(ConfigError):
-            make_attack("deepfool", model, preset="mnist")(blocky_images(2), targets=torch.zeros(2, dtype=torch.long))
+            make_attack("deepfool", model, preset="mnist")(
+                blocky_images(2), targets=torch.zeros(2, dtype=torch.long))
 
     def test_model_must_return_logits(self, images):
         with pytest.raises(ModelError):

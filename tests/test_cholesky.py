@@ -9,7 +9,7 @@ import torch
 from smoothadv.core.errors import SmoothAdvError
 from smoothadv.smoothing import Smoothing, build_graph, cholesky
 from smoothadv.smoothing.graph import NEIGHBOUR_OFFSETS
-from smoothadv.smoothing.solvers import DirectSolver, assemble_dense
+from smoothadv.smoothing.solvers import assemble_dense, make_solver
 
 SHAPES = [(1, 1), (1, 7), (6, 1), (5, 8), (13, 9), (28, 28)]
 
@@ -110,14 +110,13 @@ class TestFactorAndSolve:
 
 class TestDirectSolverPaths:
     @pytest.mark.parametrize("channels", ("per_channel", "joint"))
-    def test_batched_and_superlu_paths_agree(self, channels, monkeypatch):
+    def test_batched_and_superlu_paths_agree(self, channels):
         guide = torch.rand(3, 3, 9, 10, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
         z = torch.randn(guide.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
         config = Smoothing(alpha=0.97, channels=channels, solver="direct")
         batched = config.prepare(guide)
-        assert batched.solver.batched
-        monkeypatch.setattr(DirectSolver, "BATCHED_PIXELS", 0)
-        superlu = config.prepare(guide)
+        assert batched.solver.batched and batched.solver.name == "cholesky"
+        superlu = config.with_options(solver="superlu").prepare(guide)
         assert not superlu.solver.batched
         torch.testing.assert_close(batched(z), superlu(z), rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(batched.adjoint(z), superlu.adjoint(z), rtol=1e-12, atol=1e-12)
@@ -125,7 +124,7 @@ class TestDirectSolverPaths:
     def test_batched_solve_inverts_the_assembled_laplacian(self):
         guide = torch.rand(2, 1, 12, 12, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
         graph = build_graph(guide, neighbourhood=8, kernel="gaussian", sigma=0.05)
-        solver = DirectSolver(graph, 0.997)
+        solver = make_solver("direct", graph, 0.997)
         rhs = torch.randn(2, 1, 12, 12, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
         matrix = assemble_dense(graph, 0.997)[:, 0]  # (B, n, n)
         residual = matrix @ solver.solve(rhs).reshape(2, -1, 1) - rhs.reshape(2, -1, 1)

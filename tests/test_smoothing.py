@@ -25,7 +25,7 @@ from smoothadv.core.errors import (
 from smoothadv.smoothing import GuidedSmoother, Smoothing, build_graph, choose_solver, smooth
 from smoothadv.smoothing.solvers import assemble_dense, assemble_sparse
 
-SOLVERS = ("dense", "direct", "cg")
+SOLVERS = ("dense", "direct", "cholesky", "superlu", "cg")
 #: CG settings under which it must match the exact solvers to 1e-6 in float64.
 TIGHT_CG = {"cg_tol": 1e-12, "cg_maxiter": 2000}
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -130,7 +130,8 @@ class TestSmoke:
         assert isinstance(smoother, GuidedSmoother)
         assert out.shape == z.shape and out.dtype == z.dtype
         assert torch.isfinite(out).all()
-        assert smoother.solver.name == ("direct" if solver == "auto" else solver)  # auto on CPU: direct
+        assert (smoother.solver.kind if solver in ("auto", "direct") else smoother.solver.name) == (
+            "direct" if solver == "auto" else solver)  # auto on CPU: direct
         assert smoother.dc_gain.shape == (2, 3, 5, 6)
 
     def test_functional_equals_module(self):
@@ -304,9 +305,9 @@ class TestSolversAgree:
 
     @pytest.mark.parametrize("channels", ("per_channel", "joint"))
     def test_large_graphs_factorised_one_per_graph(self, channels):
-        # above DirectSolver.BATCHED_PIXELS each graph gets its own factor; a joint graph must still solve
+        # above CHOLESKY_MAX_PIXELS "direct" gives each graph its own factor; a joint graph must still solve
         # every channel (regression: only the first channel was solved, the others left uninitialised)
-        side = 66  # 4356 pixels > BATCHED_PIXELS = 4096
+        side = 66  # 4356 pixels > CHOLESKY_MAX_PIXELS = 4096
         guide = _random_guide((2, 3, side, side), seed=8)
         z = _random_signal(guide.shape, seed=9)
         config = Smoothing(alpha=0.9, channels=channels, solver="direct")
@@ -629,7 +630,7 @@ class TestConjugateGradient:
         config = Smoothing(channels=channels)
         assert choose_solver(config, guide) == "direct"
         if shape[0] == 1:
-            assert config.prepare(guide).solver.name == "direct"
+            assert config.prepare(guide).solver.kind == "direct"
 
     @pytest.mark.parametrize(
         ("shape", "expected"),

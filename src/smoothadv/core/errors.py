@@ -56,7 +56,7 @@ def warn(message: str, category: type[Warning]) -> None:
     """Issue a warning attributed to the first caller outside smoothadv: the user's line, however deep
     inside the library it is raised."""
     frame = sys._getframe(1)
-    level = 1
+    level = 2  # warnings.warn's stacklevel of our caller's frame
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR + os.sep):
         frame = frame.f_back
         level += 1

@@ -43,7 +43,9 @@ def open_image(path: str | Path) -> Image.Image:
             opened.load()
             return opened.copy()
     except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise DataError(f"cannot read {path}: not a readable image ({error}); give a PNG or JPEG file.") from error
+        raise DataError(
+            f"cannot read {path}: not a readable image ({error}); give a PNG or JPEG file."
+        ) from error
 
 
 def image_channels(image: Image.Image) -> int:

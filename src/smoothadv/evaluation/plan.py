@@ -95,6 +95,13 @@ class EvaluationPlan:
                 )
             options[key] = dict(values)
         self.attack_options = options
+        epsilons = {}
+        for name, grid in (self.epsilons or {}).items():
+            key = ATTACKS.resolve(name)
+            if key not in self.attacks:
+                raise ConfigError(f"epsilons names {name!r}, which is not among the attacks {self.attacks}.")
+            epsilons[key] = grid
+        self.epsilons = epsilons
         self.grids = {name: epsilon_grid(name, self.preset, self.epsilons) for name in self.attacks}
 
     def attack(self, name: str, model: nn.Module, epsilon: float | None) -> Attack:

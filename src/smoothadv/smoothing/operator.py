@@ -25,9 +25,9 @@ from torch.autograd.function import once_differentiable
 from smoothadv.core.errors import ConfigError, InputError, RangeError
 from smoothadv.core.validation import check_choice, check_finite, check_image_batch, check_same_shape
 from smoothadv.smoothing.graph import CHANNEL_MODES, KERNELS, NEIGHBOUR_OFFSETS, build_graph
-from smoothadv.smoothing.solvers import CGSolver, DenseSolver, DirectSolver, LaplacianSolver
+from smoothadv.smoothing.solvers import SOLVERS, make_solver
 
-SOLVERS = ("auto", "dense", "direct", "cg")
+SOLVER_NAMES = ("auto", "direct", *SOLVERS)
 #: Largest image (in pixels) for which ``solver="auto"`` precomputes dense inverses on a GPU (32 x 32).
 DENSE_MAX_PIXELS = 1024
 #: Memory budget of the dense inverses of one batch under ``solver="auto"``.
@@ -39,8 +39,8 @@ class Smoothing:
     """Configuration of the guided Laplacian smoothing; :meth:`prepare` binds it to guide images.
 
     Defaults follow the paper's MNIST setting (section 5.2.4: Laplacian feature kernel, alpha 0.95)
-    with the authors' graph (4 neighbours, one graph per channel); see ``smoothadv.presets`` for the
-    ImageNet values.
+    with the authors' graph (4 neighbours, one graph per channel); see :mod:`smoothadv.attacks.presets`
+    for the ImageNet values.
 
     Attributes:
         alpha: smoothing strength in [0, 1): 0 is the identity, values near 1 smooth over long ranges.
@@ -53,7 +53,9 @@ class Smoothing:
             default because it reproduces their results and keeps each channel's edges) or ``"joint"``
             (one graph, Euclidean distance over channels, eq. 5 as written).
         solver: ``"auto"`` (direct on CPU; on GPU dense for images up to 32x32 pixels, else cg),
-            ``"dense"``, ``"direct"`` or ``"cg"``.
+            ``"direct"`` (``"cholesky"`` for images up to 4096 pixels, else ``"superlu"``), or any
+            name of the registry :data:`~smoothadv.smoothing.solvers.SOLVERS`: ``"dense"``,
+            ``"cholesky"``, ``"superlu"``, ``"cg"``.
         cg_tol: relative residual at which CG stops.
         cg_maxiter: CG iteration cap (a warning reports the residual when it is reached).
     """
@@ -76,7 +78,7 @@ class Smoothing:
         check_choice(self.neighbourhood, tuple(NEIGHBOUR_OFFSETS), "neighbourhood")
         check_choice(self.kernel, KERNELS, "kernel")
         check_choice(self.channels, CHANNEL_MODES, "channels")
-        check_choice(self.solver, SOLVERS, "solver")
+        check_choice(self.solver, SOLVER_NAMES, "solver")
         if not isinstance(self.sigma, (int, float)) or not float(self.sigma) > 0:
             raise ConfigError(f"sigma must be > 0; got {self.sigma!r}.")
 
@@ -92,10 +94,9 @@ class Smoothing:
 def choose_solver(config: Smoothing, guide: torch.Tensor) -> str:
     """Solver used for ``guide`` under ``config`` (resolves ``"auto"``).
 
-    On CPU the sparse factorisation wins at every size we measured: for 100 MNIST guides it sets up in
-    0.27 s and smooths forward+backward in 0.023 s, against 11.5 s and 0.25 s for dense inverses (a dense
-    product reads n^2 entries per image and is memory-bound). On a GPU, dense inverses of small images
-    are one batched product; larger images use matrix-free CG there.
+    On CPU the sparse factorisation wins at every size we measured (a dense product reads n^2 entries
+    per image and is memory-bound; measurements in ``docs/smoothing.md``). On a GPU, dense inverses of
+    small images are one batched product; larger images use matrix-free CG there.
     """
     if config.solver != "auto":
         return config.solver
@@ -135,7 +136,8 @@ class GuidedSmoother:
             sigma=config.sigma,
             channels=config.channels,
         )
-        self.solver = _make_solver(choose_solver(config, guide), graph, config)
+        self.solver = make_solver(choose_solver(config, guide), graph, config.alpha, tol=config.cg_tol,
+                                  maxiter=config.cg_maxiter)
         ones = torch.ones(guide.shape[0], graph.num_graphs, *guide.shape[2:], dtype=guide.dtype,
                           device=guide.device)
         self.dc_gain = self.solver.solve(ones)
@@ -202,14 +204,6 @@ class _SmoothFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_output):
         return ctx.smoother._adjoint(grad_output, ctx.normalize), None, None
-
-
-def _make_solver(name: str, graph, config: Smoothing) -> LaplacianSolver:
-    if name == "dense":
-        return DenseSolver(graph, config.alpha)
-    if name == "direct":
-        return DirectSolver(graph, config.alpha)
-    return CGSolver(graph, config.alpha, tol=config.cg_tol, maxiter=config.cg_maxiter)
 
 
 def smooth(z: torch.Tensor, guide: torch.Tensor, alpha: float = 0.95, *, normalize: bool = True,

@@ -5,13 +5,13 @@ definite: the eigenvalues of ``Wn`` lie in [-1, 1], so those of ``L_alpha`` lie 
 ``[1, (1 + alpha) / (1 - alpha)]`` (condition number about 666 at alpha = 0.997). Being symmetric, the
 operator is its own adjoint, so each solver serves the forward pass and the backward pass alike.
 
-Three solvers share one interface (:class:`LaplacianSolver`):
+The solvers share one interface (:class:`LaplacianSolver`) and one registry (:data:`SOLVERS`):
 
 * :class:`DenseSolver`: the inverse, precomputed by a Cholesky factorisation; a solve is a batched
   matrix product. For small images (MNIST: n = 784 pixels, a 4.9 MB matrix in float64).
-* :class:`DirectSolver`: a sparse factorisation once per guide image (a batched Cholesky for small
-  images, SciPy's SuperLU for large ones), reused by every later solve; exact to rounding. CPU only;
-  tensors on another device go through host memory.
+* :class:`DirectSolver`: a sparse factorisation once per guide image, reused by every later solve;
+  exact to rounding; two named methods, :class:`CholeskySolver` (batched, small images) and
+  :class:`SuperLUSolver`. CPU only; tensors on another device go through host memory.
 * :class:`CGSolver`: batched, matrix-free conjugate gradient on the device of the inputs, with a
   relative-residual tolerance, an iteration cap, and a :class:`~smoothadv.core.errors.ConvergenceWarning` that
   reports the residual reached when the cap stops it.
@@ -136,44 +136,26 @@ class DenseSolver(LaplacianSolver):
 
 
 class DirectSolver(LaplacianSolver):
-    """Exact solves from a sparse factorisation computed once per guide (float64).
+    """Exact solves from a sparse factorisation computed once per guide (float64); two named methods.
 
-    Small graphs (up to ``BATCHED_PIXELS`` pixels, e.g. MNIST) share one sparsity pattern across the batch
-    and are factorised together by :mod:`smoothadv.smoothing.cholesky`, the values of all graphs side by
-    side (100 MNIST guides, one thread: factorisation 2.5 ms instead of 124 ms with SuperLU, a solve
-    0.7 ms instead of 3.3 ms). Larger graphs get one SciPy SuperLU factor each: with only a few graphs per
-    batch its supernodal kernels solve faster (224x224: 3.7 ms per graph against 4.3-5.5 ms for the
-    batched kernel with 3-6 graphs). Either way the work is spread over up to ``torch.get_num_threads()``
-    threads (both release the GIL). CPU only; tensors on another device go through host memory.
+    * :class:`CholeskySolver` (``"cholesky"``): all graphs of a batch share one sparsity pattern and are
+      factorised together by :mod:`smoothadv.smoothing.cholesky`, the values of all graphs side by side;
+      fastest for many small graphs (MNIST batches).
+    * :class:`SuperLUSolver` (``"superlu"``): one SciPy SuperLU factor per graph; with only a few large
+      graphs per batch its supernodal kernels solve faster.
+
+    ``solver="direct"`` picks the Cholesky method up to :data:`CHOLESKY_MAX_PIXELS` pixels and SuperLU
+    above (measured in ``docs/smoothing.md``). Either way the work is spread over up to
+    ``torch.get_num_threads()`` threads (both release the GIL). CPU only; tensors on another device go
+    through host memory.
     """
 
-    name = "direct"
-    #: Graphs of at most this many pixels are factorised together by the batched Cholesky.
-    BATCHED_PIXELS = 4096
+    kind = "direct"
+    batched = False
 
     def __init__(self, graph: PixelGraph, alpha: float):
         super().__init__(graph, alpha)
-        weights = graph.normalized_weights
-        self.batch, self.groups = weights.shape[:2]
-        height, width = weights.shape[-2:]
-        self.batched = height * width <= self.BATCHED_PIXELS
-        if self.batched:
-            self.pattern = cholesky.grid_pattern(height, width, tuple(graph.offsets))
-            values = _batched_matrix_values(graph, self.pattern, alpha)  # (nnz(A), B * G)
-            spans = _spans(self.batch * self.groups, torch.get_num_threads())
-            self.factors = _thread_map(lambda span: cholesky.factorize(self.pattern, values[:, span]), spans)
-            self.spans = spans
-            self._repeated: dict[tuple[int, int], np.ndarray] = {}
-        else:
-            matrices = [m for row in assemble_sparse(graph, alpha) for m in row]  # graph order (b, g)
-            self.factors = _thread_map(_factorize, matrices)
-
-    @property
-    def factor_nonzeros(self) -> int:
-        """Stored factor values: L + U per SuperLU factor, or L per graph for the batched Cholesky."""
-        if self.batched:
-            return self.pattern.factor_nonzeros * self.batch * self.groups
-        return sum(factor.L.nnz + factor.U.nnz for factor in self.factors)
+        self.batch, self.groups = graph.normalized_weights.shape[:2]
 
     def solve(self, rhs: torch.Tensor) -> torch.Tensor:
         batch, channels, height, width = rhs.shape
@@ -185,23 +167,41 @@ class DirectSolver(LaplacianSolver):
         systems = flat.reshape(batch * channels, -1)
         repeat = 1 if self.groups == channels else channels  # a shared graph solves every channel
         out = np.empty_like(systems)
-        if self.batched:
-            def run(index):
-                span = self.spans[index]
-                rows = slice(span.start * repeat, span.stop * repeat)
-                out[rows] = cholesky.solve(self.pattern, self._columns(index, repeat), systems[rows])
-
-            _thread_map(run, list(range(len(self.spans))))
-        else:
-            def run_one(index):
-                factor = self.factors[index]
-                rows = slice(index * repeat, (index + 1) * repeat)
-                # the transpose of a C-ordered (channels, n) block is the Fortran-ordered array SuperLU
-                # works on, so no extra copy is made
-                out[rows] = factor.solve(systems[rows].T).T
-
-            _thread_map(run_one, list(range(len(self.factors))))
+        self._solve_systems(systems, repeat, out)
         return torch.from_numpy(out.astype(host.dtype, copy=False)).reshape(rhs.shape).to(rhs.device)
+
+    @abstractmethod
+    def _solve_systems(self, systems: np.ndarray, repeat: int, out: np.ndarray) -> None:
+        """Solve every row of ``systems`` (``repeat`` consecutive rows per graph) into ``out``."""
+
+
+class CholeskySolver(DirectSolver):
+    """The batched grid Cholesky of :mod:`smoothadv.smoothing.cholesky` (see :class:`DirectSolver`)."""
+
+    name = "cholesky"
+    batched = True
+
+    def __init__(self, graph: PixelGraph, alpha: float):
+        super().__init__(graph, alpha)
+        height, width = graph.normalized_weights.shape[-2:]
+        self.pattern = cholesky.grid_pattern(height, width, tuple(graph.offsets))
+        values = _batched_matrix_values(graph, self.pattern, alpha)  # (nnz(A), B * G)
+        self.spans = _spans(self.batch * self.groups, torch.get_num_threads())
+        self.factors = _thread_map(lambda span: cholesky.factorize(self.pattern, values[:, span]), self.spans)
+        self._repeated: dict[tuple[int, int], np.ndarray] = {}
+
+    @property
+    def factor_nonzeros(self) -> int:
+        """Stored factor values: L per graph."""
+        return self.pattern.factor_nonzeros * self.batch * self.groups
+
+    def _solve_systems(self, systems: np.ndarray, repeat: int, out: np.ndarray) -> None:
+        def run(index):
+            span = self.spans[index]
+            rows = slice(span.start * repeat, span.stop * repeat)
+            out[rows] = cholesky.solve(self.pattern, self._columns(index, repeat), systems[rows])
+
+        _thread_map(run, list(range(len(self.spans))))
 
     def _columns(self, index: int, repeat: int) -> np.ndarray:
         """Factor values of chunk ``index``, each graph's column repeated for its ``repeat`` channels."""
@@ -211,6 +211,40 @@ class DirectSolver(LaplacianSolver):
         if key not in self._repeated:
             self._repeated[key] = np.repeat(self.factors[index], repeat, axis=1)
         return self._repeated[key]
+
+
+class SuperLUSolver(DirectSolver):
+    """One SciPy SuperLU factor per graph (see :class:`DirectSolver`)."""
+
+    name = "superlu"
+
+    def __init__(self, graph: PixelGraph, alpha: float):
+        super().__init__(graph, alpha)
+        matrices = [m for row in assemble_sparse(graph, alpha) for m in row]  # graph order (b, g)
+        self.factors = _thread_map(_factorize, matrices)
+
+    @property
+    def factor_nonzeros(self) -> int:
+        """Stored factor values: L + U per graph."""
+        return sum(factor.L.nnz + factor.U.nnz for factor in self.factors)
+
+    def _solve_systems(self, systems: np.ndarray, repeat: int, out: np.ndarray) -> None:
+        def run_one(index):
+            rows = slice(index * repeat, (index + 1) * repeat)
+            # the transpose of a C-ordered (channels, n) block is the Fortran-ordered array SuperLU
+            # works on, so no extra copy is made
+            out[rows] = self.factors[index].solve(systems[rows].T).T
+
+        _thread_map(run_one, list(range(len(self.factors))))
+
+
+#: ``solver="direct"`` uses the batched Cholesky for graphs of at most this many pixels, SuperLU above.
+CHOLESKY_MAX_PIXELS = 4096
+
+
+def direct_method(height: int, width: int) -> str:
+    """The direct solver ``solver="direct"`` picks for ``height`` x ``width`` graphs."""
+    return "cholesky" if height * width <= CHOLESKY_MAX_PIXELS else "superlu"
 
 
 def _batched_matrix_values(graph: PixelGraph, pattern, alpha: float) -> np.ndarray:
@@ -255,7 +289,6 @@ class CGSolver(LaplacianSolver):
         graph, alpha: as for :class:`LaplacianSolver`.
         tol: stop a system when ``||L x - b|| <= tol * ||b||``.
         maxiter: iteration cap; reaching it with a residual above ``tol`` warns with the residual reached.
-        check_every: convergence is tested every this many iterations (each test synchronises a GPU).
 
     Attributes:
         last_iterations: iterations used by the last call to :meth:`solve`.
@@ -263,14 +296,16 @@ class CGSolver(LaplacianSolver):
     """
 
     name = "cg"
+    kind = "iterative"
+    #: Convergence is tested every this many iterations (each test synchronises a GPU).
+    check_every = 10
 
-    def __init__(self, graph: PixelGraph, alpha: float, *, tol: float = 1e-6, maxiter: int = 1000,
-                 check_every: int = 10, warn: bool = True):
+    def __init__(self, graph: PixelGraph, alpha: float, *, tol: float = 1e-6, maxiter: int = 1000):
         super().__init__(graph, alpha)
         check_positive(tol, "cg tol")
         if not isinstance(maxiter, int) or maxiter < 1:
             raise ConfigError(f"cg maxiter must be an integer >= 1; got {maxiter!r}.")
-        self.tol, self.maxiter, self.check_every, self.warn = tol, maxiter, check_every, warn
+        self.tol, self.maxiter = tol, maxiter
         self.last_iterations = 0
         self.last_residual = float("nan")
 
@@ -299,10 +334,37 @@ class CGSolver(LaplacianSolver):
         relative = (rr.sqrt() / rhs_norm.clamp_min(torch.finfo(rhs.dtype).tiny)).amax()
         self.last_iterations = iteration
         self.last_residual = float(relative)
-        if self.warn and self.last_residual > self.tol:
+        if self.last_residual > self.tol:
             warn(
                 f"conjugate gradient stopped after {iteration} iterations with relative residual "
                 f"{self.last_residual:.2e} > tol {self.tol:.0e}; raise maxiter, lower alpha, or use "
                 "solver='direct' for an exact solve.",
                 ConvergenceWarning)
         return solution
+
+
+#: The solver registry: ``Smoothing(solver=NAME)`` and :func:`make_solver` take these names
+#: (``"direct"`` picks ``"cholesky"`` or ``"superlu"`` by image size).
+SOLVERS: dict[str, type[LaplacianSolver]] = {
+    "dense": DenseSolver,
+    "cholesky": CholeskySolver,
+    "superlu": SuperLUSolver,
+    "cg": CGSolver,
+}
+
+
+def make_solver(name: str, graph: PixelGraph, alpha: float, *, tol: float = 1e-6,
+                maxiter: int = 1000) -> LaplacianSolver:
+    """Set up solver ``name`` (a :data:`SOLVERS` key or ``"direct"``) for ``graph``; ``tol`` and
+    ``maxiter`` apply to CG.
+
+    Raises:
+        ConfigError: unknown name.
+    """
+    if name == "direct":
+        name = direct_method(*graph.normalized_weights.shape[-2:])
+    if name not in SOLVERS:
+        raise ConfigError(f"unknown solver {name!r}; choose one of direct, {', '.join(SOLVERS)}.")
+    if name == "cg":
+        return CGSolver(graph, alpha, tol=tol, maxiter=maxiter)
+    return SOLVERS[name](graph, alpha)
