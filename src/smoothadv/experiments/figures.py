@@ -41,7 +41,6 @@ from smoothadv.perceptual.panel import save_panel
 REDUCED_CW: dict[str, int] = {"binary_search_steps": 5, "steps": 50}
 #: The attacks of Fig. 1, in display order.
 FIGURE1_ATTACKS: tuple[str, ...] = ("fgsm", "ifgsm", "pgd2", "cw", "qpgd2", "scw")
-_MINIMIZATION = ("cw", "scw", "deepfool")
 
 
 @dataclass
