@@ -15,6 +15,7 @@ from smoothadv.attacks import ATTACKS, Attack, make_attack
 from smoothadv.attacks.presets import check_preset
 from smoothadv.core.errors import ConfigError, InputError, ShapeError
 from smoothadv.data import ImageDataset
+from smoothadv.perceptual.mad import default_upsample
 
 
 def resolve_attacks(attacks: str | Sequence[str]) -> list[str]:
@@ -113,8 +114,8 @@ class EvaluationPlan:
 
     def mad_upsample_for(self, image_shape: Sequence[int]) -> int | None:
         """The side MAD upsamples images of ``image_shape`` (C, H, W) to (None: no upsampling)."""
-        if self.mad_upsample is None and self.perceptual and min(image_shape[1:]) < 34:
-            return 4 * max(image_shape[1:])
+        if self.mad_upsample is None and self.perceptual:
+            return default_upsample(*image_shape[1:])
         return self.mad_upsample
 
     def to_config(self) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from smoothadv.core.images import read_image
 from smoothadv.core.validation import check_choice
 from smoothadv.experiments.defaults import default_dataset, preset_for_model
 from smoothadv.models import load_model, model_info
-from smoothadv.perceptual.mad import SCALES, mad_batch
+from smoothadv.perceptual.mad import SCALES, default_upsample, mad_batch
 from smoothadv.perceptual.magnify import magnify_together
 from smoothadv.perceptual.panel import save_panel
 
@@ -382,7 +382,6 @@ def figure4_for_model(model_name: str = "efficientnet-lite0", *, limit: int | No
     """
     if limit is not None and limit < 1:
         raise InputError(f"--limit must be >= 1, got {limit}.")
-    info = model_info(model_name)
     dataset = default_dataset(model_name)
     model = load_model(model_name)
     batch = dataset.batch(list(range(len(dataset))))
@@ -393,7 +392,7 @@ def figure4_for_model(model_name: str = "efficientnet-lite0", *, limit: int | No
                        if int(model(images[i:i + 1]).argmax(1)[0]) == int(labels[i])][:limit]
         images, labels, ids = images[correct], labels[correct], [ids[i] for i in correct]
     preset = preset_for_model(model_name)
-    upsample = 112 if min(info.input_size or 0, 999) < 34 else None
+    upsample = default_upsample(*images.shape[-2:])
     result = figure4(model, images, labels, out_dir, ids=ids, preset=preset, cw_overrides=cw_overrides,
                      scale=scale, upsample_to=upsample, note=f"{model_name}, C&W/sC&W {_steps(cw_overrides)}")
     payload = result.to_dict()

@@ -81,6 +81,12 @@ class MadResult:
         return asdict(self)
 
 
+def default_upsample(height: int, width: int) -> int | None:
+    """The side images of ``height`` x ``width`` are upsampled to before MAD: 4x the longer side when the
+    shorter one is below :data:`MIN_SIDE` (MNIST 28x28 -> 112x112), else None (no upsampling)."""
+    return 4 * max(height, width) if min(height, width) < MIN_SIDE else None
+
+
 def mad(reference, distorted, *, scale: str = "2011") -> MadResult:
     """Most Apparent Distortion between a reference image and a distorted version of it.
 
