@@ -81,9 +81,8 @@ class EvaluationPlan:
 
     def __post_init__(self) -> None:
         check_preset(self.preset)
-        for name, value in (("batch_size", self.batch_size), ("limit", self.limit)):
-            if value is None and name == "limit":
-                continue
+        checked = {"batch_size": self.batch_size, **({} if self.limit is None else {"limit": self.limit})}
+        for name, value in checked.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
         self.attacks = resolve_attacks(self.attacks)
@@ -145,8 +144,6 @@ def as_dataset(data: Any, limit: int | None = None) -> ImageDataset:
         ids = [str(i) for i in data[2]] if len(data) == 3 else [f"{i:06d}" for i in range(len(labels))]
         if len(ids) != len(labels):
             raise ShapeError(f"{len(ids)} ids for {len(labels)} images; give one id per image.")
-        if len(set(ids)) != len(ids):
-            raise InputError("image ids must be unique; records are keyed by them.")
         data = ImageDataset(labels=labels, ids=ids, source=f"tensor of {len(labels)} images",
                             image_shape=tuple(images.shape[1:]), images=images)
     elif not isinstance(data, ImageDataset):
