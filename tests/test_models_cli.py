@@ -59,7 +59,6 @@ def test_predict_mnist_digit_with_c4(capsys):
         (["predict", "--model", "resnet", "x.png"], "known models"),
         (["predict", "--model", "c4", "{photo}"], "expects greyscale"),
         (["predict", "--model", "c4", "{missing}"], "not found"),
-        (["predict", "--model", "c4", "--top", "0", "{photo}"], "top must be"),
     ],
 )
 def test_predict_errors_exit_2(capsys, tmp_path, argv, message):
@@ -67,6 +66,13 @@ def test_predict_errors_exit_2(capsys, tmp_path, argv, message):
     argv = [a.format(photo=photo, missing=tmp_path / "none.png") for a in argv]
     status, out, err = _run(capsys, argv)
     assert status == 2 and out == "" and message in err and err.startswith("smoothadv predict: error:")
+
+
+def test_predict_top_must_be_positive(capsys):
+    photo = str(foolbox_samples_dir() / "imagenet_00_243.jpg")
+    with pytest.raises(SystemExit) as stop:
+        main(["predict", "--model", "c4", "--top", "0", photo])
+    assert stop.value.code == 2 and "--top: expected a positive integer, got 0" in capsys.readouterr().err
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")

@@ -32,7 +32,7 @@ def test_mad_text(pair, capsys):
     assert main(["mad", str(pair[0]), str(pair[1])]) == 0
     out = capsys.readouterr().out
     expected = mad(*pair)
-    assert f"MAD (2011 scale): {expected.mad:.6g}" in out
+    assert f"MAD (2011 scale, luminance): {expected.mad:.6g}" in out
     assert "d_detect:" in out and "d_appear:" in out and "PSNR:" in out and "SSIM:" in out
 
 
@@ -42,7 +42,7 @@ def test_mad_json_both_scales(pair, capsys):
     for scale in ("2011", "2010"):
         assert main(["mad", str(pair[0]), str(pair[1]), "--scale", scale, "--json"]) == 0
         payload = json.loads(capsys.readouterr().out)
-        assert set(payload) == {"mad", "d_detect", "d_appear", "scale", "psnr", "ssim"}
+        assert set(payload) == {"mad", "d_detect", "d_appear", "scale", "mad_channels", "psnr", "ssim"}
         expected = mad(*pair, scale=scale)
         assert payload["scale"] == scale
         assert payload["mad"] == pytest.approx(expected.mad, rel=1e-12)

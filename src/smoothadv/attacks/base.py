@@ -24,7 +24,7 @@ from torch import nn
 from smoothadv.attacks.losses import goal_reached
 from smoothadv.core.errors import ConfigError, InputError, ModelError, PreflightWarning, ShapeError, warn
 from smoothadv.core.images import quantize_8bit
-from smoothadv.core.validation import check_image_batch
+from smoothadv.core.validation import check_image_batch, check_keywords
 
 
 @dataclass
@@ -41,6 +41,9 @@ class AttackResult:
         labels: (B,) true labels t. targets: (B,) target classes for targeted attacks, else None.
         predictions: (B,) the model's predictions on ``adversarial``.
         attack: attack name. parameters: its parameters. seconds: wall time of the whole call.
+        clean_correct: (B,) bool, the model classified the clean image as ``labels`` (untargeted) or not as
+            the target (targeted). An image it already gets wrong is never counted as a success.
+        clean_predictions: (B,) the model's predictions on the clean images.
     """
 
     adversarial: torch.Tensor
@@ -55,6 +58,8 @@ class AttackResult:
     parameters: dict[str, Any] = field(default_factory=dict)
     targets: torch.Tensor | None = None
     seconds: float = 0.0
+    clean_correct: torch.Tensor | None = None
+    clean_predictions: torch.Tensor | None = None
 
     @property
     def success_rate(self) -> float:
@@ -69,6 +74,8 @@ class AttackResult:
                 "attack": self.attack,
                 "label": int(self.labels[i]),
                 "target": None if self.targets is None else int(self.targets[i]),
+                "clean_prediction": _item(self.clean_predictions, i, int),
+                "clean_correct": _item(self.clean_correct, i, bool),
                 "prediction": int(self.predictions[i]),
                 "success": bool(self.success[i]),
                 "l2": float(self.l2[i]),
@@ -77,6 +84,10 @@ class AttackResult:
                 "gradient_evaluations": int(self.gradient_evaluations[i]),
             })
         return records
+
+
+def _item(values: torch.Tensor | None, index: int, kind: type):
+    return None if values is None else kind(values[index])
 
 
 @dataclass
@@ -120,6 +131,11 @@ class Attack:
     #: the clean images (saves one forward pass per call; FGSM: 3 passes instead of 4).
     reuses_clean_graph = False
 
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:  # a misspelled option names the close ones, not a bare TypeError
+            cls.__init__ = check_keywords(cls.__init__)
+
     def __init__(self, model: nn.Module, *, quantize: bool = True):
         if not callable(model):
             raise ModelError(f"model must be a callable torch module, got {type(model).__name__}.")
@@ -158,13 +174,17 @@ class Attack:
             An :class:`AttackResult`, measured after 8-bit quantisation when ``quantize`` is on.
         """
         start = time.perf_counter()
-        adversarial, labels, targets, output = self._attack(images, labels, targets)
+        adversarial, labels, targets, output, clean_logits = self._attack(images, labels, targets)
         with torch.no_grad():
-            logits = self.model(adversarial)
+            logits = self.model(adversarial.to(self._work_dtype(images)))
+        clean_predictions = clean_logits.argmax(dim=1)
+        clean_correct = ~goal_reached(clean_logits, labels, targets)
         difference = (adversarial - images).flatten(1)
         return AttackResult(
             adversarial=adversarial,
-            success=goal_reached(logits, labels, targets),
+            success=goal_reached(logits, labels, targets) & clean_correct,
+            clean_correct=clean_correct,
+            clean_predictions=clean_predictions,
             l2=difference.norm(dim=1),
             linf=difference.abs().amax(dim=1),
             iterations=output.iterations,
@@ -188,10 +208,17 @@ class Attack:
         return self._attack(images, labels, targets)[0]
 
     def _attack(self, images, labels, targets) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None,
-                                                       RunOutput]:
-        """Validate, run pre-flight checks, call :meth:`run`, clamp and quantise."""
+                                                       RunOutput, torch.Tensor]:
+        """Validate, run pre-flight checks, call :meth:`run`, clamp and quantise.
+
+        Images of another float dtype than the model's (float64 into a float32 model) are attacked in the
+        model's dtype; the adversarial images come back in the dtype of ``images``.
+        """
         check_image_batch(images, "images")
         self._check_model_device(images)
+        self.check_budget(images)
+        given_dtype = images.dtype
+        images = images.to(self._work_dtype(images))
         clean = self._clean_pass(images)
         num_classes = check_logits(clean.logits, len(images))
         if labels is None:
@@ -207,7 +234,18 @@ class Attack:
         adversarial = output.adversarial.detach().clamp(0.0, 1.0)
         if self.quantize:
             adversarial = self.quantize_images(adversarial, images)
-        return adversarial, labels, targets, output
+        return adversarial.to(given_dtype), labels, targets, output, clean.logits.detach()
+
+    def check_budget(self, images: torch.Tensor) -> None:
+        """Reject a budget that makes no sense for images of this size (fixed-distortion attacks)."""
+
+    def _work_dtype(self, images: torch.Tensor) -> torch.dtype:
+        """The float dtype of the model's parameters (``images.dtype`` for a model without any)."""
+        if isinstance(self.model, nn.Module):
+            for parameter in self.model.parameters():
+                if parameter.is_floating_point():
+                    return parameter.dtype
+        return images.dtype
 
     def _clean_pass(self, images: torch.Tensor) -> CleanPass:
         """Forward the clean images once; with the graph kept when the attack's first step can reuse it."""
@@ -243,7 +281,23 @@ class FixedDistortionAttack(Attack):
         super().__init__(model, quantize=quantize)
         if not isinstance(epsilon, (int, float)) or not epsilon > 0 or epsilon == float("inf"):
             raise ConfigError(f"epsilon must be a finite number > 0; got {epsilon!r}.")
+        if self.norm == "linf" and epsilon > 1:
+            raise ConfigError(
+                f"epsilon {epsilon:g} is an L-inf budget above 1, the whole [0, 1] pixel range: it allows "
+                f"any image. Pixels are on [0, 1]; for a budget of {epsilon:g}/255 give {epsilon / 255:.4g}."
+            )
         self.epsilon = float(epsilon)
+
+    def check_budget(self, images: torch.Tensor) -> None:
+        """An L2 budget may not exceed ``sqrt(C H W)``, the diameter of the [0, 1] image cube."""
+        if self.norm == "l2":
+            diameter = float(images[0].numel()) ** 0.5
+            if self.epsilon > diameter:
+                raise ConfigError(
+                    f"epsilon {self.epsilon:g} exceeds {diameter:.4g}, the largest L2 distance between two "
+                    f"{'x'.join(map(str, images.shape[1:]))} images in [0, 1]: it allows any image. L2 "
+                    "budgets are on [0, 1] pixels over all of C x H x W (the paper's MNIST grid is 0.5-5)."
+                )
 
     def parameters(self) -> dict[str, Any]:
         return {**super().parameters(), "epsilon": self.epsilon, "norm": self.norm}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from smoothadv.cli._options import add_model_options, add_runtime_options, model_spec, positive_int, runtime
 from smoothadv.cli._output import add_json_flag, emit
 from smoothadv.core.errors import ConfigError
 
@@ -15,17 +16,16 @@ def register(subparsers) -> None:
         description="Evaluate attacks on a model (paper section 5.1). Re-running the same command "
         "resumes an interrupted run from its records in --out.",
     )
-    parser.add_argument("--model", required=True, help="model name (smoothadv models) or user model spec")
-    parser.add_argument("--data", required=True, help="mnist, imagenet-samples, or a folder of images")
+    parser.add_argument("--data", required=True,
+                        help="mnist, imagenet-samples, or a folder of images (labels from its labels.csv "
+                        "with rows filename,label; without one, the model's predictions)")
     parser.add_argument(
         "--attacks", required=True, help="comma-separated: fgsm,ifgsm,pgd2,qpgd2,cw,scw,deepfool"
     )
     parser.add_argument("--out", required=True, help="output folder (records, tables, plots, report.html)")
-    parser.add_argument(
-        "--preset", choices=("mnist", "imagenet"), help="attack parameters (default: by model)"
-    )
-    parser.add_argument("--limit", type=int, help="use the first N images")
-    parser.add_argument("--batch-size", type=int, help="images per batch (default 100 MNIST, 4 ImageNet)")
+    parser.add_argument("--limit", type=positive_int, help="use the first N images")
+    parser.add_argument("--batch-size", type=positive_int,
+                        help="images per batch (default 100 MNIST, 4 ImageNet)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument(
         "--epsilons",
@@ -40,8 +40,9 @@ def register(subparsers) -> None:
         help="MAD score of each successful example (MNIST is upsampled 4x for MAD)",
     )
     parser.add_argument("--restart", action="store_true", help="discard earlier records in --out")
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    add_model_options(parser)
+    add_runtime_options(parser)
     add_json_flag(parser)
     parser.set_defaults(handler=run)
 
@@ -64,13 +65,13 @@ def run(args) -> int:
     from smoothadv.experiments.jobs import run_evaluation
     from smoothadv.report import table_text
 
+    spec, where = model_spec(args), runtime(args)
     try:
         result, files = run_evaluation(
-            model=args.model,
+            model=spec,
             data=args.data,
             attacks=args.attacks,
             out_dir=args.out,
-            preset=args.preset,
             limit=args.limit,
             batch_size=args.batch_size,
             seed=args.seed,
@@ -78,7 +79,7 @@ def run(args) -> int:
             perceptual=args.perceptual,
             restart=args.restart,
             progress=not args.no_progress,
-            device=args.device,
+            device=where.device,
         )
     except KeyboardInterrupt:
         print(
@@ -87,7 +88,14 @@ def run(args) -> int:
             file=sys.stderr,
         )
         return 130
-    payload = {**result.to_dict(), "files": files}
-    text = "\n".join([table_text(result.table), f"report: {files['report']}"])
-    emit(args, payload, text)
+    payload = {**result.to_dict(), "files": files, "runtime": where.to_dict()}
+    config = result.config
+    header = (f"{config['model']} on {args.data}: preset {config['preset']} ({config['preset_from']}); "
+              f"{where.describe()}")
+    lines = [header]
+    if config.get("labels_from_model"):
+        lines.append(f"labels: {args.data} has no labels.csv, so the model's own predictions are the labels "
+                     "(clean accuracy 1 by construction)")
+    lines += [table_text(result.table), f"report: {files['report']}"]
+    emit(args, payload, "\n".join(lines))
     return 0

@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
+from smoothadv.cli._options import add_model_options, add_runtime_options, model_spec, positive_int, runtime
 from smoothadv.cli._output import add_json_flag, emit
 
 
-def _positive_int(text: str) -> int:
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
 def _common(parser) -> None:
-    parser.add_argument("--model", default="efficientnet-lite0",
-                        help="registered model (default %(default)s)")
-    parser.add_argument("--out", default="docs/figures", help="output folder (default %(default)s)")
-    parser.add_argument("--cw-binary-steps", type=_positive_int, default=5,
+    parser.add_argument("--out", default="out/figures", help="output folder (default %(default)s)")
+    parser.add_argument("--cw-binary-steps", type=positive_int, default=5,
                         help="C&W/sC&W binary-search steps (default 5; the paper's experiments: 9)")
-    parser.add_argument("--cw-steps", type=_positive_int, default=50,
+    parser.add_argument("--cw-steps", type=positive_int, default=50,
                         help="C&W/sC&W iterations per binary step (default 50; the paper's experiments: 100)")
+    add_model_options(parser, default="efficientnet-lite0", with_preset=False)
+    add_runtime_options(parser)
     add_json_flag(parser)
 
 
@@ -41,7 +30,7 @@ def register(subparsers) -> None:
     _common(one)
     one.set_defaults(handler=run)
     four = figures.add_parser("figure4", help="per-image MAD of sC&W against C&W, log-log scatter")
-    four.add_argument("--limit", type=_positive_int, default=None,
+    four.add_argument("--limit", type=positive_int, default=None,
                       help="first N correctly classified images (default all: 17 photos, about 5 min)")
     four.add_argument("--scale", choices=("2010", "2011"), default="2010",
                       help="MAD scale: 2010 (the paper's, default) or 2011 (release, d_detect x 200)")
@@ -53,9 +42,10 @@ def run(args) -> int:
     from smoothadv.experiments import figures
 
     overrides = {"binary_search_steps": args.cw_binary_steps, "steps": args.cw_steps}
+    spec, where = model_spec(args), runtime(args)
     if args.figure == "figure1":
-        payload = figures.figure1_for_model(args.model, image=args.image, index=args.index, out_dir=args.out,
-                                            cw_overrides=overrides)
+        payload = figures.figure1_for_model(spec, image=args.image, index=args.index, out_dir=args.out,
+                                            cw_overrides=overrides, device=where.device)
         lines = [f"Figure 1 ({payload['model']}, image {payload['image']}, class {payload['label']}) "
                  f"-> {payload['path']}",
                  f"C&W/sC&W: {args.cw_binary_steps} binary steps x {args.cw_steps} iterations"]
@@ -63,8 +53,8 @@ def run(args) -> int:
                   f"{'success' if r['success'] else 'FAILED'}  {r['seconds']:.1f} s"
                   for r in payload["attacks"]]
     else:
-        payload = figures.figure4_for_model(args.model, limit=args.limit, scale=args.scale, out_dir=args.out,
-                                            cw_overrides=overrides)
+        payload = figures.figure4_for_model(spec, limit=args.limit, scale=args.scale, out_dir=args.out,
+                                            cw_overrides=overrides, device=where.device)
         fraction = payload["fraction_scw_lower"]
         shown = "n/a" if fraction is None else f"{100 * fraction:.1f}%"
         lines = [f"Figure 4 ({payload['model']}, {payload['attacked']} correctly classified images, "
@@ -74,5 +64,7 @@ def run(args) -> int:
                  f"sC&W has the lower MAD on {shown} of {payload['scored']} images (paper: 93% of 1000)"]
         lines += [f"  {r['id']}: MAD C&W {r['mad_cw']:.4g}  sC&W {r['mad_scw']:.4g}"
                   for r in payload["records"]]
+    payload["runtime"] = where.to_dict()
+    lines.append(where.describe())
     emit(args, payload, "\n".join(lines))
     return 0

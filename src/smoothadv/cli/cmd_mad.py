@@ -1,6 +1,9 @@
-"""``smoothadv mad``: Most Apparent Distortion of an image pair, with PSNR and SSIM."""
+"""``smoothadv mad``: Most Apparent Distortion of an image pair (or of an attack's results), with PSNR
+and SSIM."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from smoothadv.cli._output import add_json_flag, emit
 
@@ -11,11 +14,14 @@ def register(subparsers) -> None:
         help="perceptual distortion score (MAD) of a distorted image against its reference",
         description=(
             "Most Apparent Distortion (Larson & Chandler 2010; lower is better, 0 for identical images) "
-            "with its detection and appearance stages, plus PSNR and SSIM (scikit-image)."
+            "with its detection and appearance stages, plus PSNR and SSIM (scikit-image). MAD scores the "
+            "luminance only (MATLAB rgb2gray weights), as the original code does; PSNR and SSIM use every "
+            "channel. Give REFERENCE DISTORTED (same size and channels), or the --out folder of "
+            "`smoothadv attack` to score each adversarial file against the clean crop the model saw."
         ),
     )
-    parser.add_argument("reference", metavar="REFERENCE", help="reference (original) image file")
-    parser.add_argument("distorted", metavar="DISTORTED", help="distorted (e.g. adversarial) image file")
+    parser.add_argument("paths", nargs="+", metavar="PATH",
+                        help="REFERENCE DISTORTED image files, or one `smoothadv attack` results folder")
     parser.add_argument(
         "--scale",
         choices=("2011", "2010"),
@@ -27,14 +33,22 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from smoothadv.core.errors import ConfigError
+
+    if len(args.paths) == 1 and Path(args.paths[0]).is_dir():
+        return _run_folder(args)
+    if len(args.paths) != 2:
+        raise ConfigError(
+            f"give two image files (REFERENCE DISTORTED) or one results folder; got {len(args.paths)} paths."
+        )
     from smoothadv.perceptual import quality_report
 
-    report = quality_report(args.reference, args.distorted, scale=args.scale)
+    report = quality_report(*args.paths, scale=args.scale)
     payload = report.to_dict()
     psnr = "inf (identical)" if payload["psnr"] is None else f"{payload['psnr']:.2f} dB"
     text = "\n".join(
         [
-            f"MAD ({report.mad.scale} scale): {report.mad.mad:.6g}",
+            f"MAD ({report.mad.scale} scale, luminance): {report.mad.mad:.6g}",
             f"  d_detect: {report.mad.d_detect:.6g}",
             f"  d_appear: {report.mad.d_appear:.6g}",
             f"PSNR: {psnr}",
@@ -42,4 +56,21 @@ def run(args) -> int:
         ]
     )
     emit(args, payload, text)
+    return 0
+
+
+def _run_folder(args) -> int:
+    from smoothadv.experiments.craft import score_results
+
+    payload = score_results(args.paths[0], scale=args.scale)
+    lines = [f"{payload['attack']} on {payload['model']}: MAD ({args.scale} scale, luminance) of each "
+             "adversarial file against its clean crop"]
+    for score in payload["scores"]:
+        if "skipped" in score:
+            lines.append(f"  {score['input']}: {score['skipped']}, no adversarial file")
+            continue
+        psnr = "inf" if score["psnr"] is None else f"{score['psnr']:.2f} dB"
+        lines.append(f"  {Path(score['output']).name}: MAD {score['mad']:.4g}  PSNR {psnr}  "
+                     f"SSIM {score['ssim']:.4f}")
+    emit(args, payload, "\n".join(lines))
     return 0

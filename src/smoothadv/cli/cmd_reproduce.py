@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from smoothadv.cli._options import add_runtime_options, positive_int, runtime
 from smoothadv.cli._output import add_json_flag, emit
 
 
@@ -17,12 +18,14 @@ def register(subparsers) -> None:
     parser.add_argument("table", choices=("table1", "table2", "table3"))
     parser.add_argument("--dataset", choices=("mnist", "imagenet"), default="mnist", help="default mnist")
     parser.add_argument("--quick", action="store_true", help="few images, fewer C&W/sC&W iterations")
-    parser.add_argument("--limit", type=int, help="use the first N images")
+    parser.add_argument("--limit", type=positive_int, help="use the first N images")
     parser.add_argument("--out", help="output folder (default out/reproduce/<table>-<dataset>)")
-    parser.add_argument("--batch-size", type=int, help="images per batch (default 100 MNIST, 4 ImageNet)")
+    parser.add_argument("--batch-size", type=positive_int,
+                        help="images per batch (default 100 MNIST, 4 ImageNet)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--restart", action="store_true", help="discard earlier records in --out")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    add_runtime_options(parser)
     add_json_flag(parser)
     parser.set_defaults(handler=run)
 
@@ -30,6 +33,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from smoothadv.experiments.reproduce import reproduce
 
+    where = runtime(args)
     try:
         summary = reproduce(
             args.table,
@@ -41,9 +45,11 @@ def run(args) -> int:
             seed=args.seed,
             restart=args.restart,
             progress=not args.no_progress,
+            device=where.device,
         )
     except KeyboardInterrupt:
         print("smoothadv reproduce: interrupted; run the same command again to resume.", file=sys.stderr)
         return 130
-    emit(args, summary, summary["text"] + f"\nreport: {summary['files']['report']}")
+    summary["runtime"] = where.to_dict()
+    emit(args, summary, summary["text"] + f"\n{where.describe()}\nreport: {summary['files']['report']}")
     return 0

@@ -29,6 +29,10 @@ class ConfigError(SmoothAdvError, ValueError):
     """An option has an unknown or inconsistent value."""
 
 
+class OptionError(ConfigError, TypeError):
+    """A function or class was called with a keyword it does not take (also a ``TypeError``, as Python's)."""
+
+
 class DataError(SmoothAdvError):
     """A data file or folder cannot be read or does not hold what it should."""
 

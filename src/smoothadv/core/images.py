@@ -25,6 +25,9 @@ from smoothadv.core.errors import ConfigError, DataError, ShapeError
 from smoothadv.core.validation import check_finite
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+#: PIL modes of one-channel images with more than 8 bits (16-bit PNG/TIFF open as "I;16" or "I").
+HIGH_DEPTH_GREY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+_GREY_MODES = ("L", "1", "LA", *HIGH_DEPTH_GREY_MODES)
 
 
 def open_image(path: str | Path) -> Image.Image:
@@ -37,7 +40,13 @@ def open_image(path: str | Path) -> Image.Image:
     if path.is_dir():
         raise DataError(f"{path}: is a folder, not an image file; give the image files inside it.")
     if not path.is_file():
-        raise DataError(f"image file not found: {path}")
+        hint = ""
+        try:
+            float(str(path))
+            hint = " (a number where a file was expected: write --mean/--std values comma-separated)"
+        except ValueError:
+            pass
+        raise DataError(f"image file not found: {path}{hint}")
     try:
         with Image.open(path) as opened:
             opened.load()
@@ -87,7 +96,8 @@ def read_image(path: str | Path, *, channels: int | None = None, size: int | Non
         path: PNG, JPEG or any format PIL reads.
         channels: 1 (grey) or 3 (RGB) as a model expects: the file must have that many colour channels
             (an alpha channel is accepted only when fully opaque; palette images count as RGB). None keeps
-            the file's own: grey files stay grey, everything else becomes RGB.
+            the file's own: grey files stay grey, everything else becomes RGB. 16-bit grey files are
+            scaled to [0, 1] and rounded to the 8-bit levels every output stores.
         size: resize and centre-crop to ``size`` x ``size`` (a model's input); None keeps the file's size.
         resize: shorter side before the centre crop (None: ``size``).
 
@@ -100,7 +110,7 @@ def read_image(path: str | Path, *, channels: int | None = None, size: int | Non
         raise ConfigError(f"channels must be 1 or 3, got {channels!r}.")
     image = open_image(path)
     if channels is None:
-        channels = 1 if image.mode in ("L", "1") else 3
+        channels = 1 if image.mode in _GREY_MODES else 3
     found = image_channels(image)
     if found != channels:
         kind = {1: "greyscale", 3: "colour (RGB)"}.get(found, f"{found}-channel ({image.mode})")
@@ -113,7 +123,8 @@ def read_image(path: str | Path, *, channels: int | None = None, size: int | Non
         alpha = np.asarray(image.convert("RGBA"))[..., 3]
         if alpha.min() < 255:
             raise DataError(f"{path}: the image has transparent pixels; flatten it onto a background first.")
-    image = image.convert("L" if channels == 1 else "RGB")
+    high_depth = image.mode in HIGH_DEPTH_GREY_MODES
+    image = _unit_float_grey(image) if high_depth else image.convert("L" if channels == 1 else "RGB")
     if size is not None:
         if min(image.size) < size:
             raise DataError(
@@ -121,14 +132,32 @@ def read_image(path: str | Path, *, channels: int | None = None, size: int | Non
                 f"{size}x{size} input; give an image whose shorter side is at least {size}."
             )
         image = resize_center_crop(image, size, resize)
-    array = np.asarray(image, dtype=np.float32) / 255.0
+    array = np.asarray(image, dtype=np.float32)
+    # 16-bit files are put on the 8-bit levels every output of ours stores, so a saved clean crop and
+    # the tensor the model saw are the same.
+    array = np.round(np.clip(array, 0.0, 1.0) * 255.0) / 255.0 if high_depth else array / 255.0
     array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
     return torch.from_numpy(np.ascontiguousarray(array))
 
 
+def _unit_float_grey(image: Image.Image) -> Image.Image:
+    """A 16-bit (or 32-bit integer / float) grey image as a PIL "F" image with values in [0, 1].
+
+    PIL's own ``convert("L")`` clips such values at 255 instead of scaling them, which turns a 16-bit
+    PNG all white.
+    """
+    array = np.asarray(image).astype(np.float64)
+    if image.mode != "F":
+        array = array / 65535.0
+    return Image.fromarray(array.astype(np.float32), mode="F")
+
+
 def read_image_uint8(path: str | Path) -> np.ndarray:
-    """The 8-bit values of an image file: (H, W) for grey files, (H, W, 3) otherwise (alpha dropped)."""
+    """The 8-bit values of an image file: (H, W) for grey files, (H, W, 3) otherwise (alpha dropped;
+    16-bit grey files are scaled to 8 bits)."""
     image = open_image(path)
+    if image.mode in HIGH_DEPTH_GREY_MODES:
+        return to_uint8(torch.from_numpy(np.array(_unit_float_grey(image)))).numpy()
     if image.mode != "L":
         image = image.convert("RGB")
     return np.asarray(image, dtype=np.uint8).copy()

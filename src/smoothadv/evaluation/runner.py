@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from smoothadv.core.errors import ConfigError
+from smoothadv.core.validation import make_output_dir
 from smoothadv.data import ImageDataset
 from smoothadv.evaluation.batch import (
     BatchJob,
@@ -167,7 +168,7 @@ def evaluate(
         ),
         **dict(extra_config or {}),
     }
-    out_dir = Path(out_dir)
+    out_dir = make_output_dir(out_dir)
     with FolderLock(out_dir):
         write_config(out_dir, config, restart=restart)
         if restart:

@@ -9,27 +9,49 @@ from smoothadv.attacks.presets import check_preset, preset_for_size
 from smoothadv.core.errors import ConfigError
 from smoothadv.data import ImageDataset, load_imagenet_samples, load_mnist
 from smoothadv.models import model_info
+from smoothadv.models.spec import ModelSpec
 
 #: Images per attack batch by preset: MNIST batches fill a CPU well; ImageNet ones bound the memory.
 BATCH_SIZES = {"mnist": 100, "imagenet": 4}
 
 
-def preset_for_model(model_name: str, image_size: int | None = None) -> str:
-    """The attack preset of a model: ``mnist`` for C4 models, ``imagenet`` for EfficientNet-Lite; user
-    models follow their input size (``image_size`` or the declared one; below 64 pixels: ``mnist``).
+def resolve_preset(model: str | ModelSpec, preset: str | None = None) -> tuple[str, str]:
+    """The attack preset of a model and where it comes from (printed by the commands).
+
+    ``preset`` (or the spec's own) wins; else ``mnist`` for C4 models, ``imagenet`` for EfficientNet-Lite;
+    user models follow their declared input size (below 64 pixels: ``mnist``).
+
+    Returns:
+        (preset, reason), e.g. ``("mnist", "inferred from the 32x32 input (below 64 pixels)")``.
 
     Raises:
-        ModelError: unknown model. ConfigError: a user model of unknown input size.
+        ModelError: unknown model. ConfigError: a user model of unknown input size and no preset.
     """
-    info = model_info(model_name)
+    spec = ModelSpec.parse(model)
+    if preset is not None:
+        return check_preset(preset), "given"
+    if spec.preset is not None:
+        return check_preset(spec.preset), "given"
+    info = spec.info()
     if info.dataset == "mnist":
-        return "mnist"
+        return "mnist", f"of {info.name} (an MNIST model)"
     if info.dataset == "imagenet-samples":
-        return "imagenet"
-    size = image_size or info.input_size
-    if size is None:
-        raise ConfigError(f"cannot tell the preset of {model_name!r}; pass --preset mnist or imagenet.")
-    return preset_for_size(size)
+        return "imagenet", f"of {info.name} (an ImageNet model)"
+    if info.input_size is None:
+        raise ConfigError(f"cannot tell the preset of {spec.model!r}: pass --preset mnist or imagenet, or "
+                          "declare --input-size.")
+    chosen = preset_for_size(info.input_size)
+    side = "below" if chosen == "mnist" else "at least"
+    return chosen, f"inferred from the {info.input_size}x{info.input_size} input ({side} 64 pixels)"
+
+
+def preset_for_model(model: str | ModelSpec, image_size: int | None = None) -> str:
+    """The attack preset of a model (see :func:`resolve_preset`); ``image_size`` stands in for an
+    undeclared input size of a user model."""
+    spec = ModelSpec.parse(model)
+    if image_size is not None and spec.is_user_model and spec.input_size is None and spec.preset is None:
+        return preset_for_size(image_size)
+    return resolve_preset(spec)[0]
 
 
 def batch_size_for(preset: str) -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from smoothadv.data import load_mnist
 from smoothadv.evaluation.runner import evaluate
 from smoothadv.experiments.paper import PAPER_ATTACKS
@@ -23,6 +25,7 @@ def run_quick_demo(
     images: int = DEMO_IMAGES,
     progress: bool = True,
     restart: bool = False,
+    device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
     """Evaluate FGSM, I-FGSM, PGD2, C&W, qPGD2 and sC&W on C4 over the first ``images`` MNIST test images.
 
@@ -33,12 +36,13 @@ def run_quick_demo(
         out_dir: output folder (records, tables, plot, panel, ``report.html``).
         images: how many test images.
         progress: progress bars on stderr. restart: discard an earlier demo run in ``out_dir``.
+        device: where the model runs.
 
     Returns:
         ``{"report": path of report.html, "table": [row dicts], "text": the table as text, "files": {...},
         "seconds": wall time, "notes": [...]}``.
     """
-    model = load_model("c4")
+    model = load_model("c4", device)
     data = load_mnist("test", limit=images)
     options = {"cw": dict(DEMO_CW), "scw": dict(DEMO_CW)}
     result = evaluate(

@@ -30,9 +30,9 @@ from torch import nn
 from smoothadv.attacks import ATTACKS, make_attack
 from smoothadv.core.errors import InputError, ShapeError
 from smoothadv.core.images import read_image
-from smoothadv.core.validation import check_choice
+from smoothadv.core.validation import check_choice, make_output_dir
 from smoothadv.experiments.defaults import default_dataset, preset_for_model
-from smoothadv.models import load_model, model_info
+from smoothadv.models.spec import ModelSpec
 from smoothadv.perceptual.mad import SCALES, default_upsample, mad_batch
 from smoothadv.perceptual.magnify import magnify_together
 from smoothadv.perceptual.panel import save_panel
@@ -343,60 +343,67 @@ def figure4(
     return result
 
 
-def _load_image_for(model_name: str, image: str | Path | None, index: int):
-    info = model_info(model_name)
+def _load_image_for(spec: ModelSpec, image: str | Path | None, index: int):
     if image is None:
-        dataset = default_dataset(model_name)
+        dataset = default_dataset(spec.model)
         if not 0 <= index < len(dataset):
             raise InputError(f"--index must be in [0, {len(dataset) - 1}], got {index}.")
         batch = dataset.batch([index])
         return batch.images[0], int(batch.labels[0]), batch.ids[0]
-    if info.input_size is None:
-        raise InputError(f"model {model_name!r} has no known input size; use a registered model.")
-    picture = read_image(image, channels=info.channels, size=info.input_size, resize=info.resize)
+    info = spec.info()
+    picture = read_image(image, channels=info.channels, size=spec.require_input_size(), resize=info.resize)
     return picture, None, str(image)
 
 
-def figure1_for_model(model_name: str = "efficientnet-lite0", *, image: str | Path | None = None,
-                      index: int = 0, out_dir: str | Path = "docs/figures",
-                      cw_overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Fig. 1 for a registered model: ``image`` (resized and cropped to the model's input) or the
-    ``index``-th photo of the model's default dataset; writes ``<out_dir>/figure1.png``.
+#: Where ``smoothadv figure`` writes by default (never the README's docs/figures, unless asked).
+DEFAULT_FIGURE_DIR = "out/figures"
+
+
+def figure1_for_model(model: str | ModelSpec = "efficientnet-lite0", *, image: str | Path | None = None,
+                      index: int = 0, out_dir: str | Path = DEFAULT_FIGURE_DIR,
+                      cw_overrides: Mapping[str, Any] | None = None,
+                      device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Fig. 1 for a model: ``image`` (resized and cropped to the model's input) or the ``index``-th photo
+    of a registered model's default dataset; writes ``<out_dir>/figure1.png``.
 
     Returns:
         :meth:`Figure1Result.to_dict` plus ``image`` and ``model``.
     """
-    picture, label, image_id = _load_image_for(model_name, image, index)
-    model = load_model(model_name)
-    preset = preset_for_model(model_name)
-    result = figure1(model, picture, Path(out_dir) / "figure1.png", label=label, preset=preset,
-                     cw_overrides=cw_overrides)
-    return {**result.to_dict(), "image": image_id, "model": model_name}
+    spec = ModelSpec.parse(model)
+    picture, label, image_id = _load_image_for(spec, image, index)
+    network = spec.load(device)
+    out_dir = make_output_dir(out_dir)
+    result = figure1(network, picture.to(device), out_dir / "figure1.png", label=label,
+                     preset=preset_for_model(spec), cw_overrides=cw_overrides)
+    return {**result.to_dict(), "image": image_id, "model": spec.display_name}
 
 
-def figure4_for_model(model_name: str = "efficientnet-lite0", *, limit: int | None = None,
-                      scale: str = "2010", out_dir: str | Path = "docs/figures",
-                      cw_overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def figure4_for_model(model: str | ModelSpec = "efficientnet-lite0", *, limit: int | None = None,
+                      scale: str = "2010", out_dir: str | Path = DEFAULT_FIGURE_DIR,
+                      cw_overrides: Mapping[str, Any] | None = None,
+                      device: str | torch.device = "cpu") -> dict[str, Any]:
     """Fig. 4 for a registered model on its default dataset (the first ``limit`` correctly classified
     images); writes ``figure4.png``, ``figure4.csv`` and ``figure4.json`` into ``out_dir``.
     """
     if limit is not None and limit < 1:
         raise InputError(f"--limit must be >= 1, got {limit}.")
-    dataset = default_dataset(model_name)
-    model = load_model(model_name)
+    spec = ModelSpec.parse(model)
+    dataset = default_dataset(spec.model)
+    network = spec.load(device)
+    out_dir = make_output_dir(out_dir)
     batch = dataset.batch(list(range(len(dataset))))
-    images, labels, ids = batch.images, batch.labels, list(batch.ids)
+    images, labels, ids = batch.images.to(device), batch.labels.to(device), list(batch.ids)
     if limit is not None:
         with torch.no_grad():
             correct = [i for i in range(len(images))
-                       if int(model(images[i:i + 1]).argmax(1)[0]) == int(labels[i])][:limit]
+                       if int(network(images[i:i + 1]).argmax(1)[0]) == int(labels[i])][:limit]
         images, labels, ids = images[correct], labels[correct], [ids[i] for i in correct]
-    preset = preset_for_model(model_name)
     upsample = default_upsample(*images.shape[-2:])
-    result = figure4(model, images, labels, out_dir, ids=ids, preset=preset, cw_overrides=cw_overrides,
-                     scale=scale, upsample_to=upsample, note=f"{model_name}, C&W/sC&W {_steps(cw_overrides)}")
+    result = figure4(network, images, labels, out_dir, ids=ids, preset=preset_for_model(spec),
+                     cw_overrides=cw_overrides, scale=scale, upsample_to=upsample,
+                     note=f"{spec.display_name}, C&W/sC&W {_steps(cw_overrides)}")
     payload = result.to_dict()
     if math.isnan(result.fraction_scw_lower):
         payload["fraction_scw_lower"] = None
-    return {**payload, "model": model_name, "dataset": dataset.source, "limit": limit,
+    return {**payload, "model": spec.display_name, "dataset": dataset.source, "limit": limit,
             "dataset_size": len(dataset)}

@@ -6,38 +6,42 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from smoothadv.core.errors import ConfigError
+from smoothadv.core.validation import check_keywords
 from smoothadv.data import load_image_folder, load_imagenet_samples, load_mnist
 from smoothadv.evaluation.runner import EvaluationResult, evaluate
-from smoothadv.experiments.defaults import batch_size_for, preset_for_model
-from smoothadv.models import load_model, model_info
+from smoothadv.experiments.defaults import batch_size_for, resolve_preset
+from smoothadv.models.spec import ModelSpec
 from smoothadv.report import write_report
 
 DATASETS = ("mnist", "imagenet-samples")
 
 
-def resolve_data(data: str, model_name: str, model: Any = None, *, limit: int | None = None):
-    """The dataset named ``data`` prepared for ``model_name``.
+def resolve_data(data: str, model_name: str | ModelSpec, model: Any = None, *, limit: int | None = None):
+    """The dataset named ``data`` prepared for a model.
 
     Args:
         data: ``mnist`` (test split), ``imagenet-samples`` (the 20 foolbox photos, resized for the
             model), or a folder of images (labelled by ``labels.csv``, else by the model's predictions).
-        model_name: registry name or user spec (input size, channels and class names come from it).
+        model_name: registry name, user model or :class:`ModelSpec` (input size, channels and class names
+            come from it).
         model: the loaded model (labels a folder without ``labels.csv``).
         limit: keep the first ``limit`` images.
     """
-    info = model_info(model_name)
+    spec = ModelSpec.parse(model_name)
+    model_name = spec.display_name
+    info = spec.info()
     if data == "mnist":
         dataset = load_mnist("test", limit=limit)
     elif data == "imagenet-samples":
         dataset = load_imagenet_samples(info.input_size or 224, resize=info.resize).head(limit)
     elif Path(data).expanduser().is_dir():
-        if info.input_size is None:
-            raise ConfigError(f"model {model_name!r} has no known input size; cannot prepare {data}.")
         dataset = load_image_folder(
             data,
             channels=info.channels,
-            size=info.input_size,
+            size=spec.require_input_size(),
             resize=info.resize,
             model=model,
             class_names=info.class_names(),
@@ -56,9 +60,10 @@ def resolve_data(data: str, model_name: str, model: Any = None, *, limit: int | 
     return dataset
 
 
+@check_keywords
 def run_evaluation(
     *,
-    model: str,
+    model: str | ModelSpec,
     data: str,
     attacks: str | Sequence[str],
     out_dir: str | Path,
@@ -71,26 +76,33 @@ def run_evaluation(
     perceptual: bool = False,
     restart: bool = False,
     progress: bool = True,
-    device: str = "cpu",
+    device: str | torch.device = "cpu",
 ) -> tuple[EvaluationResult, dict[str, str]]:
     """Load a model and a dataset by name, run :func:`~smoothadv.evaluation.evaluate`, write the report.
 
     Args:
-        model: registry name (``c4``, ``efficientnet-lite0``, ``c4+bilateral``, ...) or user spec.
+        model: registry name (``c4``, ``efficientnet-lite0``, ``c4+bilateral``, ...), user model, spec
+            file or :class:`ModelSpec`.
         data: ``mnist``, ``imagenet-samples`` or an image folder (see :func:`resolve_data`).
         attacks: comma-separated names or a list.
         out_dir: output folder (resumed when it holds the same run).
-        preset: attack parameters; default from the model (:func:`~.defaults.preset_for_model`).
+        preset: attack parameters; default from the model (:func:`~.defaults.resolve_preset`).
         limit: first ``limit`` images. batch_size: default 100 for MNIST-sized images, 4 for ImageNet.
         seed, epsilons, attack_options, perceptual, restart, progress: see :func:`evaluate`.
         device: where the model runs.
 
     Returns:
-        (the evaluation result, the report's file paths).
+        (the evaluation result, the report's file paths); ``result.config["preset_from"]`` says where the
+        preset came from.
     """
-    net = load_model(model, device)
-    preset = preset or preset_for_model(model)
-    dataset = resolve_data(data, model, net, limit=limit)
+    spec = ModelSpec.parse(model)
+    preset, preset_from = resolve_preset(spec, preset)
+    if data not in DATASETS and not Path(data).expanduser().is_dir():
+        raise ConfigError(
+            f"unknown data {data!r}: give mnist, imagenet-samples, or an existing image folder."
+        )
+    net = spec.load(device)
+    dataset = resolve_data(data, spec, net, limit=limit)
     if batch_size is None:
         batch_size = batch_size_for(preset)
     result = evaluate(
@@ -98,7 +110,7 @@ def run_evaluation(
         dataset,
         attacks,
         out_dir,
-        model_name=model,
+        model_name=spec.display_name,
         preset=preset,
         epsilons=epsilons,
         attack_options=attack_options,
@@ -107,7 +119,8 @@ def run_evaluation(
         perceptual=perceptual,
         restart=restart,
         progress=progress,
-        extra_config={"data_name": data},
+        extra_config={"data_name": data, "model_spec": spec.to_dict(), "preset_from": preset_from,
+                      "labels_from_model": bool(getattr(dataset, "labels_from_model", False))},
     )
-    files = write_report(result, title=f"smoothadv evaluation: {model} on {data}")
+    files = write_report(result, title=f"smoothadv evaluation: {spec.display_name} on {data}")
     return result, files

@@ -9,34 +9,30 @@ import torch
 
 from smoothadv.core.errors import ConfigError, ModelError
 from smoothadv.core.images import read_image
-from smoothadv.models import load_model, model_info
+from smoothadv.core.validation import check_keywords
+from smoothadv.models.spec import ModelSpec
 
 
+@check_keywords
 def predict_files(
-    spec: str,
+    model: str | ModelSpec,
     paths: Sequence[str | Path],
     *,
     top: int = 5,
-    device: str = "cpu",
-    weights: str | Path | None = None,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    input_size: int | None = None,
-    channels: int | None = None,
+    device: str | torch.device = "cpu",
     batch_size: int = 16,
 ) -> list[dict]:
-    """Top-``top`` classes of the model named by ``spec`` for each image file.
+    """Top-``top`` classes of ``model`` for each image file.
 
     Each image is read and preprocessed as the model expects (channel check, resize of the shorter side
     and centre crop to the model's input size).
 
     Args:
-        spec: model name or user spec (see :func:`smoothadv.models.load_model`).
+        model: registry name, user model, spec file or :class:`~smoothadv.models.ModelSpec` (user models
+            declare their input size, channels and normalisation there).
         paths: image files.
         top: number of classes to report per image.
         device: where to run the model.
-        weights, mean, std: see :func:`~smoothadv.models.load_model` (user models).
-        input_size, channels: declared input of a user model (required for user models).
         batch_size: images per forward pass.
 
     Returns:
@@ -44,22 +40,18 @@ def predict_files(
         the class number as text when the model has no class names.
 
     Raises:
-        ModelError: unknown model, or a user model without a declared input size.
-        DataError: an image cannot be read or does not fit the model.
-        ConfigError: ``top`` < 1 or no images.
+        ModelError: unknown model. ConfigError: a user model without a declared input size, ``top`` < 1
+            or no images. DataError: an image cannot be read or does not fit the model.
     """
-    if not isinstance(top, int) or top < 1:
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
         raise ConfigError(f"top must be a positive integer, got {top!r}.")
     if not paths:
         raise ConfigError("give at least one image file.")
-    info = model_info(spec, input_size=input_size, channels=channels)
-    if info.input_size is None:
-        raise ModelError(
-            f"declare the input size of user model {spec!r} (--input-size N; and --channels 1 "
-            "for greyscale): it is not guessed."
-        )
-    images = [read_image(p, channels=info.channels, size=info.input_size, resize=info.resize) for p in paths]
-    model = load_model(spec, device, weights=weights, mean=mean, std=std)
+    spec = ModelSpec.parse(model)
+    size, info = spec.require_input_size(), spec.info()
+    images = [read_image(p, channels=info.channels, size=size, resize=info.resize) for p in paths]
+    model = spec.load(device)
+    spec_name = spec.display_name
     names = info.class_names()
     results = []
     with torch.no_grad():
@@ -68,7 +60,7 @@ def predict_files(
             logits = model(batch)
             if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != batch.shape[0]:
                 raise ModelError(
-                    f"{spec} must return (B, K) logits, got {getattr(logits, 'shape', logits)!r}."
+                    f"{spec_name} must return (B, K) logits, got {getattr(logits, 'shape', logits)!r}."
                 )
             probabilities = logits.float().softmax(dim=1).cpu()
             values, indices = probabilities.topk(min(top, probabilities.shape[1]), dim=1)

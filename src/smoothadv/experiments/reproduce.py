@@ -10,7 +10,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from smoothadv.attacks import FIXED_DISTORTION_ATTACKS, PRESETS
+from smoothadv.core.validation import make_output_dir
 from smoothadv.evaluation.metrics import accuracy, attack_statistics
 from smoothadv.evaluation.runner import evaluate
 from smoothadv.experiments.defaults import batch_size_for, default_dataset
@@ -40,6 +43,7 @@ def reproduce(
     seed: int = 0,
     restart: bool = False,
     progress: bool = True,
+    device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
     """Re-run one of the paper's tables and compare with the paper's numbers.
 
@@ -51,13 +55,15 @@ def reproduce(
         out_dir: output folder (default ``out/reproduce/<table>-<dataset>``), a sub-folder per attacked model.
         batch_size: default 100 on MNIST, 4 on ImageNet.
         seed: random seed. restart: discard earlier records. progress: progress bars on stderr.
+        device: where the models run.
 
     Returns:
         A JSON-ready dict: ``rows`` (attack, column, paper and our P_suc / D_bar), ``notes``, ``files``,
         ``text`` (the side-by-side table).
     """
     the_plan = plan(table, dataset)
-    out_dir = Path(out_dir) if out_dir is not None else Path("out") / "reproduce" / f"{table}-{dataset}"
+    default_out = Path("out") / "reproduce" / f"{table}-{dataset}"
+    out_dir = make_output_dir(default_out if out_dir is None else out_dir)
     notes = list(the_plan.notes)
     attack_options, limit = _quick_settings(dataset, quick, limit, notes)
     epsilons = None
@@ -65,7 +71,7 @@ def reproduce(
         epsilons = {a: [PRESETS[dataset][a]["epsilon"]] for a in FIXED_DISTORTION_ATTACKS}
     results = {
         source: evaluate(
-            load_model(source),
+            load_model(source, device),
             default_dataset(source, limit=limit),
             PAPER_ATTACKS,
             out_dir / source.replace("+", "_"),
@@ -73,7 +79,7 @@ def reproduce(
             preset=dataset,
             epsilons=epsilons,
             attack_options=attack_options,
-            transfer_to={name: load_model(name) for name in targets},
+            transfer_to={name: load_model(name, device) for name in targets},
             batch_size=batch_size or batch_size_for(dataset),
             seed=seed,
             restart=restart,

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from smoothadv.core.errors import ConfigError
-from smoothadv.core.validation import check_choice
+from smoothadv.core.validation import check_choice, make_output_dir
 from smoothadv.data import load_mnist
 from smoothadv.models import C4, measure_accuracy
 
@@ -160,6 +160,8 @@ def train_c4(
         if not value > 0:
             raise ConfigError(f"{name} must be > 0, got {value!r}.")
     check_choice(lr_schedule, ("cosine", "constant"), "lr_schedule")
+    if out is not None:
+        make_output_dir(Path(out).expanduser().parent, "--out")  # before training, not after it
     previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
@@ -230,7 +232,7 @@ def save_c4_weights(model: nn.Module, path: str | Path, report: TrainReport | No
     from safetensors.torch import save_file
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_output_dir(path.parent, "--out")
     info: dict[str, object] = {"architecture": "C4"}
     if report is not None:
         info.update(

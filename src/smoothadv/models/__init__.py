@@ -2,7 +2,8 @@
 
 Every model takes (B, C, H, W) images in [0, 1] and returns (B, K) logits; normalisation lives inside.
 ``load_model("c4")`` gives a ready model in eval mode; ``model_info(name)`` tells its input size, classes,
-source and measured accuracy; ``smoothadv models`` lists them.
+source and measured accuracy; ``smoothadv models`` lists them. A :class:`ModelSpec` names any model with
+its input (size, channels, normalisation) once, for every command.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from smoothadv.models.c4 import C4
 from smoothadv.models.defenses import BilateralDefense
 from smoothadv.models.efficientnet_lite import EfficientNetLite, efficientnet_lite
 from smoothadv.models.layers import Conv2dSame, Normalize, Preprocessed
+from smoothadv.models.spec import ModelSpec
 from smoothadv.models.zoo import Accuracy, ModelInfo, known_models, list_models, load_model, model_info
 
 __all__ = [
@@ -21,6 +23,7 @@ __all__ = [
     "Conv2dSame",
     "EfficientNetLite",
     "ModelInfo",
+    "ModelSpec",
     "Normalize",
     "Preprocessed",
     "efficientnet_lite",

@@ -63,6 +63,10 @@ class Normalize(nn.Module):
             raise ConfigError("mean and std need at least one value each.")
         if not bool(torch.isfinite(mean_t).all()) or not bool(torch.isfinite(std_t).all()):
             raise ConfigError("mean and std must be finite numbers.")
+        if mean_t.numel() > 1 and std_t.numel() > 1 and mean_t.numel() != std_t.numel():
+            raise ConfigError(
+                f"mean has {mean_t.numel()} values but std has {std_t.numel()}; give one per channel each."
+            )
         if bool((std_t <= 0).any()):
             raise ConfigError(f"std values must be > 0, got {std_t.tolist()}.")
         self.register_buffer("mean", mean_t.reshape(1, -1, 1, 1), persistent=False)

@@ -192,7 +192,25 @@ def known_models() -> list[str]:
     return list(_REGISTRY)
 
 
+def is_registered(spec: str) -> bool:
+    """True for a registry name or ``<name>+bilateral`` of one."""
+    return isinstance(spec, str) and spec.removesuffix(BILATERAL_SUFFIX) in _REGISTRY
+
+
+#: Suffixes that mark a model spec as a file path (so a missing one is reported as a missing file).
+MODEL_FILE_SUFFIXES = (".pt", ".pth", ".ts", ".jit", ".pt2", ".zip", ".torchscript")
+
+
 def _unknown(spec: str) -> ModelError:
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return ModelError(f"{spec} is a folder, not a model file; give the TorchScript file inside it.")
+    if path.suffix.lower() in MODEL_FILE_SUFFIXES or "/" in spec or "\\" in spec:
+        return ModelError(f"model file not found: {spec} (check the path; the current folder is "
+                          f"{Path.cwd()}).")
+    if path.suffix.lower() in (".safetensors", ".bin"):
+        return ModelError(f"{spec} looks like a weights file: give the architecture as --model "
+                          "package.module:factory and this file as --weights.")
     names = ", ".join(known_models())
     return ModelError(
         f"unknown model {spec!r}; known models: {names} (each also as <name>{BILATERAL_SUFFIX}), "

@@ -15,6 +15,7 @@ import torch
 
 from smoothadv.core.errors import InputError, NonFiniteError, RangeError, ShapeError
 from smoothadv.core.images import read_image_uint8, to_uint8
+from smoothadv.core.validation import value_range
 
 #: MATLAB ``rgb2gray`` luma weights (used by the original MAD code).
 RGB2GRAY_WEIGHTS = (0.298936021293776, 0.587043074451121, 0.114020904255103)
@@ -90,7 +91,7 @@ def _quantise(array: np.ndarray, name: str) -> np.ndarray:
     lo, hi = float(values.min()), float(values.max())
     if lo < 0.0 or hi > 1.0:
         raise RangeError(
-            f"floating-point {name} must lie in [0, 1], got [{lo:.4g}, {hi:.4g}]; divide 0-255 values by 255 "
-            "or pass a uint8 array."
+            f"floating-point {name} must lie in [0, 1], got {value_range(lo, hi)}; divide 0-255 values by "
+            "255 or pass a uint8 array."
         )
     return to_uint8(torch.from_numpy(values)).numpy()

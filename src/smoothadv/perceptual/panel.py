@@ -9,6 +9,7 @@ import torch
 
 from smoothadv.core.errors import InputError, ShapeError
 from smoothadv.core.images import read_image, save_image
+from smoothadv.core.validation import make_output_dir
 from smoothadv.perceptual.magnify import check_magnify_parameters, magnify_together
 
 
@@ -115,9 +116,9 @@ def magnify_files(
     if not paths:
         raise InputError("give at least one image file to magnify.")
     check_magnify_parameters(**magnify_kwargs)
+    out_dir = make_output_dir(out_dir)
     images = [read_image(p) for p in paths]
     magnified = magnify_together(images, **magnify_kwargs)
-    out_dir = Path(out_dir)
     outputs, used = [], set()
     for source, image in zip(paths, magnified, strict=True):
         name = f"{source.stem}_mag.png"

@@ -57,8 +57,12 @@ def _pair(reference, distorted) -> tuple[np.ndarray, np.ndarray]:
     ref = to_uint8_array(reference, "reference")
     dst = to_uint8_array(distorted, "distorted")
     if ref.ndim != dst.ndim:
-        # One grey, one colour: compare colour with the grey image repeated.
-        ref, dst = (np.repeat(a[..., None], 3, axis=2) if a.ndim == 2 else a for a in (ref, dst))
+        kinds = ["colour" if a.ndim == 3 else "greyscale" for a in (ref, dst)]
+        raise ShapeError(
+            f"the reference is {kinds[0]} but the distorted image is {kinds[1]}: an adversarial example "
+            "has the channels of its original. Compare the clean image the model saw (smoothadv attack "
+            "writes it as <name>_clean.png) with its adversarial image."
+        )
     if ref.shape != dst.shape:
         raise ShapeError(
             f"reference has shape {ref.shape} but distorted has shape {dst.shape}; "
@@ -79,14 +83,19 @@ class QualityReport:
         """Flat JSON-ready dict; an infinite PSNR becomes None (JSON has no infinity)."""
         return {
             **self.mad.to_dict(),
+            "mad_channels": "luminance (MATLAB rgb2gray weights), as the original MAD",
             "psnr": None if math.isinf(self.psnr) else self.psnr,
             "ssim": self.ssim,
         }
 
 
 def quality_report(reference, distorted, *, scale: str = "2011") -> QualityReport:
-    """MAD (on ``scale``), PSNR and SSIM of one image pair (paths, arrays or tensors)."""
-    ref = to_uint8_array(reference, "reference")
-    dst = to_uint8_array(distorted, "distorted")
+    """MAD (on ``scale``; of the luminance, like the original MAD), PSNR and SSIM (per colour channel) of
+    one image pair (paths, arrays or tensors) of the same size and channels.
+
+    Raises:
+        ShapeError: the two images differ in size or channels.
+    """
+    ref, dst = _pair(reference, distorted)
     mad_result = mad(ref, dst, scale=scale)
     return QualityReport(mad=mad_result, psnr=psnr(ref, dst), ssim=ssim(ref, dst))

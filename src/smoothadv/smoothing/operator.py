@@ -23,7 +23,13 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from smoothadv.core.errors import ConfigError, InputError, RangeError
-from smoothadv.core.validation import check_choice, check_finite, check_image_batch, check_same_shape
+from smoothadv.core.validation import (
+    check_choice,
+    check_finite,
+    check_image_batch,
+    check_keywords,
+    check_same_shape,
+)
 from smoothadv.smoothing.graph import CHANNEL_MODES, KERNELS, NEIGHBOUR_OFFSETS, build_graph
 from smoothadv.smoothing.solvers import SOLVERS, make_solver
 
@@ -89,6 +95,9 @@ class Smoothing:
     def prepare(self, guide: torch.Tensor) -> GuidedSmoother:
         """Build the graphs of ``guide`` (B, C, H, W) in [0, 1] and set up the solver, once per guide."""
         return GuidedSmoother(guide, self)
+
+
+Smoothing.__init__ = check_keywords(Smoothing.__init__)  # a misspelled option names the close ones
 
 
 def choose_solver(config: Smoothing, guide: torch.Tensor) -> str:

@@ -1,0 +1,78 @@
+"""Options shared by the commands: the model (one set for every command that loads one), the device and
+CPU threads, and argument types."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def add_model_options(parser: argparse.ArgumentParser, *, default: str | None = None,
+                      with_preset: bool = True) -> None:
+    """``--model`` and the options that describe a user model (see :class:`smoothadv.models.ModelSpec`)."""
+    group = parser.add_argument_group(
+        "model", "a registered model by name, or your own: a TorchScript file, package.module:factory with "
+        "--weights, or a model spec file (.toml/.json) holding these options"
+    )
+    group.add_argument(
+        "--model", required=default is None, default=default,
+        help="registry name (smoothadv models), <name>+bilateral, TorchScript file, package.module:factory, "
+        "or spec file" + (f" (default {default})" if default else ""),
+    )
+    group.add_argument("--weights",
+                       help="weights of a module:factory model (.safetensors or a torch.save state dict)")
+    group.add_argument("--input-size", type=positive_int, help="user model: input side in pixels")
+    group.add_argument("--channels", type=int, choices=(1, 3), help="user model: input channels (default 3)")
+    group.add_argument("--mean", help="user model: per-channel mean on [0,1] pixels, comma-separated, e.g. "
+                       "0.485,0.456,0.406 (applied as (x - mean) / std inside the model)")
+    group.add_argument("--std", help="user model: per-channel std, comma-separated, e.g. 0.229,0.224,0.225")
+    group.add_argument("--resize", type=positive_int,
+                       help="user model: shorter side before the centre crop (default: the input size)")
+    group.add_argument("--class-names", choices=("imagenet", "mnist"),
+                       help="user model: its outputs are ImageNet or MNIST classes (names in the output)")
+    if with_preset:
+        group.add_argument("--preset", choices=("mnist", "imagenet"),
+                           help="attack parameters (default: inferred from the model, and printed)")
+
+
+def add_runtime_options(parser: argparse.ArgumentParser) -> None:
+    """``--device`` and ``--threads``."""
+    group = parser.add_argument_group("runtime")
+    group.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default cpu)")
+    group.add_argument("--threads", type=positive_int,
+                       help="CPU threads for torch (default: the free cores of this machine; printed)")
+
+
+def model_spec(args: argparse.Namespace):
+    """The :class:`~smoothadv.models.ModelSpec` the model options describe."""
+    from smoothadv.models.spec import ModelSpec, parse_floats
+
+    return ModelSpec.parse(
+        args.model,
+        weights=args.weights,
+        input_size=args.input_size,
+        channels=args.channels,
+        mean=None if args.mean is None else parse_floats(args.mean, "--mean"),
+        std=None if args.std is None else parse_floats(args.std, "--std"),
+        resize=args.resize,
+        class_names=args.class_names,
+        preset=getattr(args, "preset", None),
+    )
+
+
+def runtime(args: argparse.Namespace):
+    """Resolve ``--device`` and set torch's threads from ``--threads``; returns the
+    :class:`~smoothadv.core.runtime.Runtime`."""
+    from smoothadv.core.runtime import set_runtime
+
+    return set_runtime(args.device, args.threads)
