@@ -70,7 +70,8 @@ def _run_folder(args) -> int:
             lines.append(f"  {score['input']}: {score['skipped']}, no adversarial file")
             continue
         psnr = "inf" if score["psnr"] is None else f"{score['psnr']:.2f} dB"
-        lines.append(f"  {Path(score['output']).name}: MAD {score['mad']:.4g}  PSNR {psnr}  "
+        below = " (below MAD's detection threshold)" if score["d_detect"] == 0 else ""
+        lines.append(f"  {Path(score['output']).name}: MAD {score['mad']:.4g}{below}  PSNR {psnr}  "
                      f"SSIM {score['ssim']:.4f}")
     emit(args, payload, "\n".join(lines))
     return 0

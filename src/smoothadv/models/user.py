@@ -75,7 +75,7 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     except Exception as error:  # UnpicklingError for forbidden objects, RuntimeError/EOFError for bad files
         raise ModelError(
             f"cannot load {path} as a state dict with weights_only=True ({type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else ''}); save only tensors: "
+            f"{_first_line(error)}); save only tensors: "
             "torch.save(model.state_dict(), path) or safetensors."
         ) from error
     if isinstance(content, Mapping) and not _is_tensor_map(content):
@@ -86,6 +86,12 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(content, Mapping) or not _is_tensor_map(content):
         raise ModelError(f"{path} does not hold a state dict (a mapping of parameter names to tensors).")
     return dict(content)
+
+
+def _first_line(error: Exception) -> str:
+    """The first line of an error message without terminal colour codes (torch adds some)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
+    return text.splitlines()[0] if text else ""
 
 
 def _is_tensor_map(content: Mapping) -> bool:

@@ -120,7 +120,7 @@ def mad(reference, distorted, *, scale: str = "2011") -> MadResult:
         raise ShapeError(
             f"MAD needs images of at least {MIN_SIDE}x{MIN_SIDE} pixels (it crops a 16-pixel border), got "
             f"{ref.shape[0]}x{ref.shape[1]}; upsample small images first, e.g. "
-            "mad_batch(..., upsample_to=112) for MNIST."
+            "mad_batch(..., upsample_to=112) for MNIST (`smoothadv mad RESULTS_FOLDER` does it itself)."
         )
     return _mad_gray(ref.astype(np.float64), dst.astype(np.float64), scale)
 
