@@ -99,13 +99,15 @@ def build_workspace(root: Path) -> dict[str, str]:
     torch.save({"net": net, "note": "pickled module"}, root / "pickled.pt")
     torch.jit.save(torch.jit.script(net), str(root / "small_cnn.pt"))
     (root / "corrupt.pt").write_bytes(b"not a torchscript archive" * 10)
-    (root / "mynet.toml").write_text(textwrap.dedent(f'''
+    (root / "mynet.toml").write_text(
+        textwrap.dedent(f'''
         model = "{FACTORY}"
         weights = "small_cnn.safetensors"
         input_size = 32
         mean = [{MEAN}]
         std = [{STD}]
-    '''))
+    ''')
+    )
     (root / "typo.toml").write_text(f'model = "{FACTORY}"\ninputsize = 32\n')
     (root / "broken.toml").write_text("model = \n")
     rng = np.random.default_rng(0)
@@ -135,22 +137,52 @@ def build_workspace(root: Path) -> dict[str, str]:
     save_image(digit.images[0], root / "digit.png")
     (root / "digit_label").write_text(str(int(digit.labels[0])))
     paths = {p.name.replace(".", "_"): str(p) for p in root.rglob("*") if p.is_file() or p.is_dir()}
-    paths.update(root=str(root), imgs=str(root / "imgs"), other=str(root / "other"), empty=str(root / "empty"),
-                 unwritable=str(root / "a_file" / "out"), out=str(root / "out"), label=str(int(digit.labels[0])),
-                 im0=str(root / "imgs" / "im0.png"), im1=str(root / "imgs" / "im1.png"),
-                 other_im0=str(root / "other" / "im0.png"),
-                 c4_weights=str(Path(smoothadv.__file__).parent / "assets" / "weights" / "c4.safetensors"))
+    paths.update(
+        root=str(root),
+        imgs=str(root / "imgs"),
+        other=str(root / "other"),
+        empty=str(root / "empty"),
+        unwritable=str(root / "a_file" / "out"),
+        out=str(root / "out"),
+        label=str(int(digit.labels[0])),
+        im0=str(root / "imgs" / "im0.png"),
+        im1=str(root / "imgs" / "im1.png"),
+        other_im0=str(root / "other" / "im0.png"),
+        c4_weights=str(Path(smoothadv.__file__).parent / "assets" / "weights" / "c4.safetensors"),
+    )
     return paths
 
 
 def _user(*extra: str) -> list[str]:
-    return ["--model", FACTORY, "--weights", "{small_cnn_safetensors}", "--input-size", "32",
-            "--mean", MEAN, "--std", STD, *extra]
+    return [
+        "--model",
+        FACTORY,
+        "--weights",
+        "{small_cnn_safetensors}",
+        "--input-size",
+        "32",
+        "--mean",
+        MEAN,
+        "--std",
+        STD,
+        *extra,
+    ]
 
 
 def _attack(*extra: str, out: str = "{out}/a") -> list[str]:
-    return ["attack", "{im0}", *_user(), "--attack", "fgsm", "--epsilon", "0.05", "--out", out,
-            "--no-progress", *extra]
+    return [
+        "attack",
+        "{im0}",
+        *_user(),
+        "--attack",
+        "fgsm",
+        "--epsilon",
+        "0.05",
+        "--out",
+        out,
+        "--no-progress",
+        *extra,
+    ]
 
 
 def _json(stdout: str):
@@ -158,6 +190,7 @@ def _json(stdout: str):
 
 
 # --- Python API cases -------------------------------------------------------------------------------------
+
 
 def _c4_batch():
     from smoothadv.data import load_mnist
@@ -206,14 +239,27 @@ def _check_16bit(ws, stdout, image):
 
 def _api(call: str):
     """A one-line API call as a case runner (``model``, ``images``, ``labels`` are C4 and MNIST)."""
+
     def run(ws):
         import smoothadv
         from smoothadv import attacks, evaluation, models
 
         model, images, labels = _c4_batch()
-        return eval(call, {"smoothadv": smoothadv, "attacks": attacks, "models": models, "torch": torch,
-                           "evaluation": evaluation, "model": model, "images": images, "labels": labels,
-                           "ws": ws})
+        return eval(
+            call,
+            {
+                "smoothadv": smoothadv,
+                "attacks": attacks,
+                "models": models,
+                "torch": torch,
+                "evaluation": evaluation,
+                "model": model,
+                "images": images,
+                "labels": labels,
+                "ws": ws,
+            },
+        )
+
     run.__name__ = call
     return run
 
@@ -225,6 +271,7 @@ def _pip_hint(ws):
 
 
 # --- checks of good input ----------------------------------------------------------------------------------
+
 
 def _two_outputs(ws, stdout, _):
     records = _json(stdout)["records"]
@@ -262,192 +309,631 @@ def _report_written(ws, stdout, _):
 CASES: list[Case] = [
     # The 8 silently wrong answers of issue 13.
     Case("16-bit grey PNG read as all white", "silent", _api_16bit, "ok", check=_check_16bit),
-    Case("image already misclassified reported as fooled", "silent",
-         ["attack", "{digit_png}", "--model", "c4", "--labels", "3", "--attack", "fgsm", "--epsilon", "0.1",
-          "--out", "{out}/mis", "--json"], "ok", check=_misclassified),
-    Case("same file name from two folders overwrites one PNG", "silent",
-         ["attack", "{im0}", "{other_im0}", *_user(), "--attack", "fgsm", "--epsilon", "0.05",
-          "--out", "{out}/dup", "--json"], "ok", check=_two_outputs),
-    Case("attack a user model (factory, weights, mean/std)", "silent", _attack("--json", out="{out}/a"), "ok",
-         check=_fooled_and_clean_saved),
-    Case("second attack run replaces results.csv/json", "silent", _attack(out="{out}/a"),
-         fragments=("already holds", "--overwrite")),
-    Case("--epsilons for an attack that is not run", "silent",
-         ["evaluate", "--model", "c4", "--data", "mnist", "--attacks", "fgsm", "--epsilons", "pgd2=1,2",
-          "--out", "{out}/e1", "--limit", "2"], fragments=("pgd2", "not among the attacks")),
-    Case("mad of a grey against a colour image", "silent", ["mad", "{grey_png}", "{im0}"],
-         fragments=("greyscale", "colour")),
-    Case("huge L2 epsilon accepted", "silent",
-         ["attack", "{im0}", *_user(), "--attack", "pgd2", "--epsilon", "1e6", "--out", "{out}/big"],
-         fragments=("exceeds", "largest L2 distance")),
-    Case("factory model without weights runs on random weights", "silent",
-         ["predict", "{im0}", "--model", FACTORY, "--input-size", "32"], "warning",
-         fragments=("no weights", "--weights")),
+    Case(
+        "image already misclassified reported as fooled",
+        "silent",
+        [
+            "attack",
+            "{digit_png}",
+            "--model",
+            "c4",
+            "--labels",
+            "3",
+            "--attack",
+            "fgsm",
+            "--epsilon",
+            "0.1",
+            "--out",
+            "{out}/mis",
+            "--json",
+        ],
+        "ok",
+        check=_misclassified,
+    ),
+    Case(
+        "same file name from two folders overwrites one PNG",
+        "silent",
+        [
+            "attack",
+            "{im0}",
+            "{other_im0}",
+            *_user(),
+            "--attack",
+            "fgsm",
+            "--epsilon",
+            "0.05",
+            "--out",
+            "{out}/dup",
+            "--json",
+        ],
+        "ok",
+        check=_two_outputs,
+    ),
+    Case(
+        "attack a user model (factory, weights, mean/std)",
+        "silent",
+        _attack("--json", out="{out}/a"),
+        "ok",
+        check=_fooled_and_clean_saved,
+    ),
+    Case(
+        "second attack run replaces results.csv/json",
+        "silent",
+        _attack(out="{out}/a"),
+        fragments=("already holds", "--overwrite"),
+    ),
+    Case(
+        "--epsilons for an attack that is not run",
+        "silent",
+        [
+            "evaluate",
+            "--model",
+            "c4",
+            "--data",
+            "mnist",
+            "--attacks",
+            "fgsm",
+            "--epsilons",
+            "pgd2=1,2",
+            "--out",
+            "{out}/e1",
+            "--limit",
+            "2",
+        ],
+        fragments=("pgd2", "not among the attacks"),
+    ),
+    Case(
+        "mad of a grey against a colour image",
+        "silent",
+        ["mad", "{grey_png}", "{im0}"],
+        fragments=("greyscale", "colour"),
+    ),
+    Case(
+        "huge L2 epsilon accepted",
+        "silent",
+        ["attack", "{im0}", *_user(), "--attack", "pgd2", "--epsilon", "1e6", "--out", "{out}/big"],
+        fragments=("exceeds", "largest L2 distance"),
+    ),
+    Case(
+        "factory model without weights runs on random weights",
+        "silent",
+        ["predict", "{im0}", "--model", FACTORY, "--input-size", "32"],
+        "warning",
+        fragments=("no weights", "--weights"),
+    ),
     # The 6 tracebacks.
-    Case("attack --out that cannot be created", "traceback", _attack(out="{unwritable}"),
-         fragments=("cannot create", "a_file")),
-    Case("evaluate --out that cannot be created", "traceback",
-         ["evaluate", "--model", "c4", "--data", "mnist", "--attacks", "fgsm", "--limit", "2",
-          "--out", "{unwritable}", "--no-progress"], fragments=("cannot create",)),
-    Case("magnify --out that cannot be created", "traceback", ["magnify", "{im0}", "--out", "{unwritable}"],
-         fragments=("cannot create",)),
-    Case("--device cuda on a CPU-only torch", "traceback",
-         ["predict", "{digit_png}", "--model", "c4", "--device", "cuda"], fragments=("--device cpu",)),
-    Case("--device gpu0", "traceback", ["predict", "{digit_png}", "--model", "c4", "--device", "gpu0"],
-         fragments=("unknown device", "cuda:N")),
-    Case("user model given the wrong --channels", "traceback",
-         ["predict", "{grey_png}", "--model", FACTORY, "--weights", "{small_cnn_safetensors}",
-          "--input-size", "32", "--channels", "1"], fragments=("fails on a (1, 1, 32, 32) input", "--channels")),
-    Case("--mean of the wrong length", "traceback",
-         ["predict", "{im0}", *_user()[:6], "--mean", "0.5,0.5"], fragments=("mean has 2 values", "3 channels")),
+    Case(
+        "attack --out that cannot be created",
+        "traceback",
+        _attack(out="{unwritable}"),
+        fragments=("cannot create", "a_file"),
+    ),
+    Case(
+        "evaluate --out that cannot be created",
+        "traceback",
+        [
+            "evaluate",
+            "--model",
+            "c4",
+            "--data",
+            "mnist",
+            "--attacks",
+            "fgsm",
+            "--limit",
+            "2",
+            "--out",
+            "{unwritable}",
+            "--no-progress",
+        ],
+        fragments=("cannot create",),
+    ),
+    Case(
+        "magnify --out that cannot be created",
+        "traceback",
+        ["magnify", "{im0}", "--out", "{unwritable}"],
+        fragments=("cannot create",),
+    ),
+    Case(
+        "--device cuda on a CPU-only torch",
+        "traceback",
+        ["predict", "{digit_png}", "--model", "c4", "--device", "cuda"],
+        fragments=("--device cpu",),
+    ),
+    Case(
+        "--device gpu0",
+        "traceback",
+        ["predict", "{digit_png}", "--model", "c4", "--device", "gpu0"],
+        fragments=("unknown device", "cuda:N"),
+    ),
+    Case(
+        "user model given the wrong --channels",
+        "traceback",
+        [
+            "predict",
+            "{grey_png}",
+            "--model",
+            FACTORY,
+            "--weights",
+            "{small_cnn_safetensors}",
+            "--input-size",
+            "32",
+            "--channels",
+            "1",
+        ],
+        fragments=("fails on a (1, 1, 32, 32) input", "--channels"),
+    ),
+    Case(
+        "--mean of the wrong length",
+        "traceback",
+        ["predict", "{im0}", *_user()[:6], "--mean", "0.5,0.5"],
+        fragments=("mean has 2 values", "3 channels"),
+    ),
     Case("float64 images in the Python API", "traceback", _api_float64, "ok", check=_check_float64),
     # The 5 misleading messages.
-    Case("missing .pt model file", "misleading", ["predict", "{im0}", "--model", "nothere.pt"],
-         fragments=("model file not found", "nothere.pt")),
-    Case("a folder given as an input image", "misleading",
-         ["attack", "{imgs}", "--model", "c4", "--attack", "fgsm", "--out", "{out}/dir"],
-         fragments=("is a folder",)),
+    Case(
+        "missing .pt model file",
+        "misleading",
+        ["predict", "{im0}", "--model", "nothere.pt"],
+        fragments=("model file not found", "nothere.pt"),
+    ),
+    Case(
+        "a folder given as an input image",
+        "misleading",
+        ["attack", "{imgs}", "--model", "c4", "--attack", "fgsm", "--out", "{out}/dir"],
+        fragments=("is a folder",),
+    ),
     Case("pixel 1.0001 printed as [0, 1]", "misleading", _api_range, fragments=("1.0001",)),
     Case("misspelled keyword", "misleading", _api_typo, fragments=("stpes", "did you mean 'steps'")),
-    Case("install hint outside the repository", "misleading", _pip_hint, "ok",
-         check=lambda ws, out, hint: hint.startswith(sys.executable) and ".venv/bin/pip" not in hint),
+    Case(
+        "install hint outside the repository",
+        "misleading",
+        _pip_hint,
+        "ok",
+        check=lambda ws, out, hint: hint.startswith(sys.executable) and ".venv/bin/pip" not in hint,
+    ),
     # More bad input: attack.
-    Case("unknown attack", "other", ["attack", "{im0}", "--model", "c4", "--attack", "pgd3", "--out", "{out}/x"],
-         fragments=("pgd3",)),
-    Case("unknown model name", "other", ["attack", "{im0}", "--model", "resnet", "--attack", "fgsm",
-                                         "--out", "{out}/x"], fragments=("known models",)),
-    Case("missing image", "other", ["attack", "{root}/none.png", "--model", "c4", "--attack", "fgsm",
-                                    "--out", "{out}/x"], fragments=("not found",)),
-    Case("text file named .png", "other", ["predict", "{notimage_png}", "--model", "c4"],
-         fragments=("not a readable image",)),
-    Case("image smaller than the model input", "other", ["predict", "{tiny_png}", *_user()],
-         fragments=("too small",)),
-    Case("transparent image", "other", ["predict", "{transparent_png}", *_user()], fragments=("transparent",)),
-    Case("grey image to an RGB model", "other", ["predict", "{grey_png}", *_user()], fragments=("greyscale",)),
-    Case("colour image to C4", "other", ["predict", "{im0}", "--model", "c4"], fragments=("expects greyscale",)),
-    Case("--labels count mismatch", "other", _attack("--labels", "1,2", out="{out}/l1"),
-         fragments=("one label per image",)),
-    Case("--labels not integers", "other", _attack("--labels", "cat", out="{out}/l2"),
-         fragments=("comma-separated integers",)),
+    Case(
+        "unknown attack",
+        "other",
+        ["attack", "{im0}", "--model", "c4", "--attack", "pgd3", "--out", "{out}/x"],
+        fragments=("pgd3",),
+    ),
+    Case(
+        "unknown model name",
+        "other",
+        ["attack", "{im0}", "--model", "resnet", "--attack", "fgsm", "--out", "{out}/x"],
+        fragments=("known models",),
+    ),
+    Case(
+        "missing image",
+        "other",
+        ["attack", "{root}/none.png", "--model", "c4", "--attack", "fgsm", "--out", "{out}/x"],
+        fragments=("not found",),
+    ),
+    Case(
+        "text file named .png",
+        "other",
+        ["predict", "{notimage_png}", "--model", "c4"],
+        fragments=("not a readable image",),
+    ),
+    Case(
+        "image smaller than the model input",
+        "other",
+        ["predict", "{tiny_png}", *_user()],
+        fragments=("too small",),
+    ),
+    Case(
+        "transparent image", "other", ["predict", "{transparent_png}", *_user()], fragments=("transparent",)
+    ),
+    Case(
+        "grey image to an RGB model", "other", ["predict", "{grey_png}", *_user()], fragments=("greyscale",)
+    ),
+    Case(
+        "colour image to C4", "other", ["predict", "{im0}", "--model", "c4"], fragments=("expects greyscale",)
+    ),
+    Case(
+        "--labels count mismatch",
+        "other",
+        _attack("--labels", "1,2", out="{out}/l1"),
+        fragments=("one label per image",),
+    ),
+    Case(
+        "--labels not integers",
+        "other",
+        _attack("--labels", "cat", out="{out}/l2"),
+        fragments=("comma-separated integers",),
+    ),
     Case("--labels out of range", "other", _attack("--labels", "12", out="{out}/l3"), fragments=("labels",)),
-    Case("--epsilon for C&W", "other",
-         ["attack", "{im0}", *_user(), "--attack", "cw", "--epsilon", "1", "--out", "{out}/x"],
-         fragments=("applies to",)),
-    Case("negative epsilon", "other",
-         ["attack", "{im0}", *_user(), "--attack", "fgsm", "--epsilon=-1", "--out", "{out}/x"],
-         fragments=("> 0",)),
-    Case("L-inf epsilon 8 (meant 8/255)", "other",
-         ["attack", "{im0}", *_user(), "--attack", "fgsm", "--epsilon", "8", "--out", "{out}/x"],
-         fragments=("above 1", "0.03137")),
-    Case("user model without --input-size", "other", ["predict", "{im0}", "--model", "{small_cnn_pt}"],
-         fragments=("--input-size",)),
-    Case("--input-size 0", "other", ["predict", "{im0}", *_user()[:4], "--input-size", "0"],
-         fragments=("positive integer",)),
-    Case("--channels 2", "other", ["predict", "{im0}", *_user(), "--channels", "2"], fragments=("invalid choice",)),
-    Case("--mean not numbers", "other", ["predict", "{im0}", *_user()[:6], "--mean", "a,b,c"],
-         fragments=("comma-separated numbers",)),
-    Case("--mean given as separate values", "other",
-         ["predict", *_user()[:6], "--mean", "0.5", "0.5", "0.5", "{im0}"], fragments=("comma-separated",)),
+    Case(
+        "--epsilon for C&W",
+        "other",
+        ["attack", "{im0}", *_user(), "--attack", "cw", "--epsilon", "1", "--out", "{out}/x"],
+        fragments=("applies to",),
+    ),
+    Case(
+        "negative epsilon",
+        "other",
+        ["attack", "{im0}", *_user(), "--attack", "fgsm", "--epsilon=-1", "--out", "{out}/x"],
+        fragments=("> 0",),
+    ),
+    Case(
+        "L-inf epsilon 8 (meant 8/255)",
+        "other",
+        ["attack", "{im0}", *_user(), "--attack", "fgsm", "--epsilon", "8", "--out", "{out}/x"],
+        fragments=("above 1", "0.03137"),
+    ),
+    Case(
+        "user model without --input-size",
+        "other",
+        ["predict", "{im0}", "--model", "{small_cnn_pt}"],
+        fragments=("--input-size",),
+    ),
+    Case(
+        "--input-size 0",
+        "other",
+        ["predict", "{im0}", *_user()[:4], "--input-size", "0"],
+        fragments=("positive integer",),
+    ),
+    Case(
+        "--channels 2",
+        "other",
+        ["predict", "{im0}", *_user(), "--channels", "2"],
+        fragments=("invalid choice",),
+    ),
+    Case(
+        "--mean not numbers",
+        "other",
+        ["predict", "{im0}", *_user()[:6], "--mean", "a,b,c"],
+        fragments=("comma-separated numbers",),
+    ),
+    Case(
+        "--mean given as separate values",
+        "other",
+        ["predict", *_user()[:6], "--mean", "0.5", "0.5", "0.5", "{im0}"],
+        fragments=("comma-separated",),
+    ),
     Case("--std 0", "other", ["predict", "{im0}", *_user()[:8], "--std", "0"], fragments=("> 0",)),
-    Case("missing weights file", "other",
-         ["predict", "{im0}", "--model", FACTORY, "--weights", "{root}/none.safetensors", "--input-size", "32"],
-         fragments=("weights file not found",)),
-    Case("weights that do not fit", "other",
-         ["predict", "{im0}", "--model", FACTORY, "--weights", "{c4_weights}", "--input-size", "32"],
-         fragments=("does not fit",)),
-    Case("pickled module as weights", "other",
-         ["predict", "{im0}", "--model", FACTORY, "--weights", "{pickled_pt}", "--input-size", "32"],
-         fragments=("weights_only",)),
-    Case("--weights with a TorchScript file", "other",
-         ["predict", "{im0}", "--model", "{small_cnn_pt}", "--weights", "{small_cnn_safetensors}",
-          "--input-size", "32"], fragments=("drop --weights",)),
-    Case("--mean for a registered model", "other", ["predict", "{digit_png}", "--model", "c4", "--mean", "0.5"],
-         fragments=("registered model", "drop --mean")),
-    Case("factory module that cannot be imported", "other",
-         ["predict", "{im0}", "--model", "no_such_pkg.nets:f", "--input-size", "32"], fragments=("cannot import",)),
-    Case("factory without that callable", "other",
-         ["predict", "{im0}", "--model", "bad_input_nets:nothing", "--input-size", "32"],
-         fragments=("no callable",)),
-    Case("factory returning no module", "other",
-         ["predict", "{im0}", "--model", "bad_input_nets:not_a_module", "--input-size", "32"],
-         fragments=("torch.nn.Module",)),
-    Case("model with one output", "other",
-         ["predict", "{im0}", "--model", "bad_input_nets:one_score", "--input-size", "32"],
-         fragments=("K >= 2",)),
-    Case("corrupt TorchScript file", "other", ["predict", "{im0}", "--model", "{corrupt_pt}", "--input-size", "32"],
-         fragments=("not a TorchScript file",)),
-    Case("a folder as the model", "other", ["predict", "{im0}", "--model", "{imgs}"], fragments=("is a folder",)),
-    Case("missing model spec file", "other", ["predict", "{im0}", "--model", "{root}/none.toml"],
-         fragments=("spec file not found",)),
-    Case("spec file with a misspelled key", "other", ["predict", "{im0}", "--model", "{typo_toml}"],
-         fragments=("unknown key", "inputsize")),
-    Case("spec file that is not TOML", "other", ["predict", "{im0}", "--model", "{broken_toml}"],
-         fragments=("cannot read model spec",)),
-    Case("spec file", "other", ["predict", "{im0}", "--model", "{mynet_toml}", "--json"], "ok", check=_predict_ok),
-    Case("attack a user model from its spec file", "other",
-         ["attack", "{im1}", "--model", "{mynet_toml}", "--attack", "fgsm", "--epsilon", "0.05",
-          "--out", "{out}/spec", "--json"], "ok", check=_fooled_and_clean_saved),
-    Case("threads and device printed", "other",
-         ["attack", "{digit_png}", "--model", "c4", "--attack", "fgsm", "--threads", "1", "--out", "{out}/t"],
-         "ok", check=lambda ws, out, _: "device cpu, 1 CPU thread (--threads)" in out),
-    Case("--threads 0", "other", ["predict", "{digit_png}", "--model", "c4", "--threads", "0"],
-         fragments=("positive integer",)),
+    Case(
+        "missing weights file",
+        "other",
+        [
+            "predict",
+            "{im0}",
+            "--model",
+            FACTORY,
+            "--weights",
+            "{root}/none.safetensors",
+            "--input-size",
+            "32",
+        ],
+        fragments=("weights file not found",),
+    ),
+    Case(
+        "weights that do not fit",
+        "other",
+        ["predict", "{im0}", "--model", FACTORY, "--weights", "{c4_weights}", "--input-size", "32"],
+        fragments=("does not fit",),
+    ),
+    Case(
+        "pickled module as weights",
+        "other",
+        ["predict", "{im0}", "--model", FACTORY, "--weights", "{pickled_pt}", "--input-size", "32"],
+        fragments=("weights_only",),
+    ),
+    Case(
+        "--weights with a TorchScript file",
+        "other",
+        [
+            "predict",
+            "{im0}",
+            "--model",
+            "{small_cnn_pt}",
+            "--weights",
+            "{small_cnn_safetensors}",
+            "--input-size",
+            "32",
+        ],
+        fragments=("drop --weights",),
+    ),
+    Case(
+        "--mean for a registered model",
+        "other",
+        ["predict", "{digit_png}", "--model", "c4", "--mean", "0.5"],
+        fragments=("registered model", "drop --mean"),
+    ),
+    Case(
+        "factory module that cannot be imported",
+        "other",
+        ["predict", "{im0}", "--model", "no_such_pkg.nets:f", "--input-size", "32"],
+        fragments=("cannot import",),
+    ),
+    Case(
+        "factory without that callable",
+        "other",
+        ["predict", "{im0}", "--model", "bad_input_nets:nothing", "--input-size", "32"],
+        fragments=("no callable",),
+    ),
+    Case(
+        "factory returning no module",
+        "other",
+        ["predict", "{im0}", "--model", "bad_input_nets:not_a_module", "--input-size", "32"],
+        fragments=("torch.nn.Module",),
+    ),
+    Case(
+        "model with one output",
+        "other",
+        ["predict", "{im0}", "--model", "bad_input_nets:one_score", "--input-size", "32"],
+        fragments=("K >= 2",),
+    ),
+    Case(
+        "corrupt TorchScript file",
+        "other",
+        ["predict", "{im0}", "--model", "{corrupt_pt}", "--input-size", "32"],
+        fragments=("not a TorchScript file",),
+    ),
+    Case(
+        "a folder as the model",
+        "other",
+        ["predict", "{im0}", "--model", "{imgs}"],
+        fragments=("is a folder",),
+    ),
+    Case(
+        "missing model spec file",
+        "other",
+        ["predict", "{im0}", "--model", "{root}/none.toml"],
+        fragments=("spec file not found",),
+    ),
+    Case(
+        "spec file with a misspelled key",
+        "other",
+        ["predict", "{im0}", "--model", "{typo_toml}"],
+        fragments=("unknown key", "inputsize"),
+    ),
+    Case(
+        "spec file that is not TOML",
+        "other",
+        ["predict", "{im0}", "--model", "{broken_toml}"],
+        fragments=("cannot read model spec",),
+    ),
+    Case(
+        "spec file",
+        "other",
+        ["predict", "{im0}", "--model", "{mynet_toml}", "--json"],
+        "ok",
+        check=_predict_ok,
+    ),
+    Case(
+        "attack a user model from its spec file",
+        "other",
+        [
+            "attack",
+            "{im1}",
+            "--model",
+            "{mynet_toml}",
+            "--attack",
+            "fgsm",
+            "--epsilon",
+            "0.05",
+            "--out",
+            "{out}/spec",
+            "--json",
+        ],
+        "ok",
+        check=_fooled_and_clean_saved,
+    ),
+    Case(
+        "threads and device printed",
+        "other",
+        ["attack", "{digit_png}", "--model", "c4", "--attack", "fgsm", "--threads", "1", "--out", "{out}/t"],
+        "ok",
+        check=lambda ws, out, _: "device cpu, 1 CPU thread (--threads)" in out,
+    ),
+    Case(
+        "--threads 0",
+        "other",
+        ["predict", "{digit_png}", "--model", "c4", "--threads", "0"],
+        fragments=("positive integer",),
+    ),
     # evaluate.
-    Case("unknown data", "other", ["evaluate", "--model", "c4", "--data", "cifar", "--attacks", "fgsm",
-                                   "--out", "{out}/x"], fragments=("unknown data",)),
-    Case("empty image folder", "other", ["evaluate", *_user(), "--data", "{empty}", "--attacks", "fgsm",
-                                         "--out", "{out}/x"], fragments=("no image files",)),
-    Case("unknown attack in the list", "other", ["evaluate", "--model", "c4", "--data", "mnist",
-                                                 "--attacks", "fgsm,foo", "--out", "{out}/x"], fragments=("foo",)),
-    Case("malformed --epsilons", "other", ["evaluate", "--model", "c4", "--data", "mnist", "--attacks", "pgd2",
-                                           "--epsilons", "pgd2", "--out", "{out}/x"], fragments=("ATTACK=E1",)),
-    Case("--epsilons for C&W", "other", ["evaluate", "--model", "c4", "--data", "mnist", "--attacks", "cw",
-                                         "--epsilons", "cw=1", "--out", "{out}/x"], fragments=("no epsilon grid",)),
-    Case("user model on a folder without --input-size", "other",
-         ["evaluate", "--model", FACTORY, "--weights", "{small_cnn_safetensors}", "--data", "{imgs}",
-          "--attacks", "fgsm", "--out", "{out}/x"], fragments=("--input-size",)),
-    Case("evaluate a user model on a user folder", "other",
-         ["evaluate", *_user(), "--data", "{imgs}", "--attacks", "fgsm,pgd2", "--out", "{out}/ev",
-          "--no-progress", "--json"], "ok", check=_report_written),
-    Case("evaluate again with other options in the same --out", "other",
-         ["evaluate", *_user(), "--data", "{imgs}", "--attacks", "fgsm", "--out", "{out}/ev", "--no-progress"],
-         fragments=("different configuration",)),
+    Case(
+        "unknown data",
+        "other",
+        ["evaluate", "--model", "c4", "--data", "cifar", "--attacks", "fgsm", "--out", "{out}/x"],
+        fragments=("unknown data",),
+    ),
+    Case(
+        "empty image folder",
+        "other",
+        ["evaluate", *_user(), "--data", "{empty}", "--attacks", "fgsm", "--out", "{out}/x"],
+        fragments=("no image files",),
+    ),
+    Case(
+        "unknown attack in the list",
+        "other",
+        ["evaluate", "--model", "c4", "--data", "mnist", "--attacks", "fgsm,foo", "--out", "{out}/x"],
+        fragments=("foo",),
+    ),
+    Case(
+        "malformed --epsilons",
+        "other",
+        [
+            "evaluate",
+            "--model",
+            "c4",
+            "--data",
+            "mnist",
+            "--attacks",
+            "pgd2",
+            "--epsilons",
+            "pgd2",
+            "--out",
+            "{out}/x",
+        ],
+        fragments=("ATTACK=E1",),
+    ),
+    Case(
+        "--epsilons for C&W",
+        "other",
+        [
+            "evaluate",
+            "--model",
+            "c4",
+            "--data",
+            "mnist",
+            "--attacks",
+            "cw",
+            "--epsilons",
+            "cw=1",
+            "--out",
+            "{out}/x",
+        ],
+        fragments=("no epsilon grid",),
+    ),
+    Case(
+        "user model on a folder without --input-size",
+        "other",
+        [
+            "evaluate",
+            "--model",
+            FACTORY,
+            "--weights",
+            "{small_cnn_safetensors}",
+            "--data",
+            "{imgs}",
+            "--attacks",
+            "fgsm",
+            "--out",
+            "{out}/x",
+        ],
+        fragments=("--input-size",),
+    ),
+    Case(
+        "evaluate a user model on a user folder",
+        "other",
+        [
+            "evaluate",
+            *_user(),
+            "--data",
+            "{imgs}",
+            "--attacks",
+            "fgsm,pgd2",
+            "--out",
+            "{out}/ev",
+            "--no-progress",
+            "--json",
+        ],
+        "ok",
+        check=_report_written,
+    ),
+    Case(
+        "evaluate again with other options in the same --out",
+        "other",
+        ["evaluate", *_user(), "--data", "{imgs}", "--attacks", "fgsm", "--out", "{out}/ev", "--no-progress"],
+        fragments=("different configuration",),
+    ),
     # mad / magnify / figure / train.
     Case("mad of a missing file", "other", ["mad", "{root}/none.png", "{im0}"], fragments=("not found",)),
     Case("mad of two sizes", "other", ["mad", "{im0}", "{tiny_png}"], fragments=("same size",)),
-    Case("mad with three paths", "other", ["mad", "{im0}", "{im1}", "{grey_png}"], fragments=("two image files",)),
+    Case(
+        "mad with three paths",
+        "other",
+        ["mad", "{im0}", "{im1}", "{grey_png}"],
+        fragments=("two image files",),
+    ),
     Case("mad of a folder without results", "other", ["mad", "{imgs}"], fragments=("no results.json",)),
-    Case("mad of an attack's results folder", "other", ["mad", "{out}/spec", "--json"], "ok", check=_mad_folder),
-    Case("mad of images below 34 pixels", "other", ["mad", "{small_grey_png}", "{small_grey2_png}"],
-         fragments=("at least 34x34",)),
-    Case("magnify beta 2", "other", ["magnify", "{im0}", "--out", "{out}/m", "--beta", "2"], fragments=("beta",)),
-    Case("magnify a missing file", "other", ["magnify", "{root}/none.png", "--out", "{out}/m"],
-         fragments=("not found",)),
-    Case("figure1 --index out of range", "other",
-         ["figure", "figure1", "--model", "c4", "--index", "100000", "--out", "{out}/f"], fragments=("--index",)),
-    Case("train --out that cannot be created", "other",
-         ["train", "c4", "--out", "{unwritable}/c4.safetensors", "--epochs", "1"], fragments=("cannot create",)),
+    Case(
+        "mad of an attack's results folder", "other", ["mad", "{out}/spec", "--json"], "ok", check=_mad_folder
+    ),
+    Case(
+        "mad of images below 34 pixels",
+        "other",
+        ["mad", "{small_grey_png}", "{small_grey2_png}"],
+        fragments=("at least 34x34",),
+    ),
+    Case(
+        "magnify beta 2",
+        "other",
+        ["magnify", "{im0}", "--out", "{out}/m", "--beta", "2"],
+        fragments=("beta",),
+    ),
+    Case(
+        "magnify a missing file",
+        "other",
+        ["magnify", "{root}/none.png", "--out", "{out}/m"],
+        fragments=("not found",),
+    ),
+    Case(
+        "figure1 --index out of range",
+        "other",
+        ["figure", "figure1", "--model", "c4", "--index", "100000", "--out", "{out}/f"],
+        fragments=("--index",),
+    ),
+    Case(
+        "train --out that cannot be created",
+        "other",
+        ["train", "c4", "--out", "{unwritable}/c4.safetensors", "--epochs", "1"],
+        fragments=("cannot create",),
+    ),
     # Python API.
-    Case("image without a batch dimension", "other", _api("attacks.make_attack('fgsm', model, preset='mnist', "
-                                                          "epsilon=0.1)(images[0], labels[:1])"),
-         fragments=("unsqueeze(0)",)),
-    Case("NaN pixels", "other", _api("attacks.make_attack('fgsm', model, preset='mnist', epsilon=0.1)"
-                                     "(images * float('nan'), labels)"), fragments=("NaN",)),
-    Case("uint8 images", "other", _api("attacks.make_attack('fgsm', model, preset='mnist', epsilon=0.1)"
-                                       "((images * 255).to(torch.uint8), labels)"), fragments=("/ 255",)),
-    Case("float labels", "other", _api("attacks.make_attack('fgsm', model, preset='mnist', epsilon=0.1)"
-                                       "(images, labels.float())"), fragments=("integer class indices",)),
-    Case("make_attack with an unknown option", "other",
-         _api("attacks.make_attack('pgd2', model, preset='mnist', epsilon=1, stepz=3)"), fragments=("stepz",)),
-    Case("evaluate with a misspelled option", "other",
-         _api("evaluation.evaluate(model, (images, labels), 'fgsm', ws['out'] + '/api', batchsize=2)"),
-         fragments=("batchsize",)),
-    Case("Smoothing with a misspelled option", "other", _api("smoothadv.Smoothing(alhpa=0.9)"),
-         fragments=("did you mean 'alpha'",)),
-    Case("unknown model in load_model", "other", _api("models.load_model('resnet50')"),
-         fragments=("known models",)),
-    Case("input size declared for a registered model", "other",
-         _api("models.ModelSpec('c4', input_size=32)"), fragments=("registered model",)),
+    Case(
+        "image without a batch dimension",
+        "other",
+        _api("attacks.make_attack('fgsm', model, preset='mnist', epsilon=0.1)(images[0], labels[:1])"),
+        fragments=("unsqueeze(0)",),
+    ),
+    Case(
+        "NaN pixels",
+        "other",
+        _api(
+            "attacks.make_attack('fgsm', model, preset='mnist', epsilon=0.1)(images * float('nan'), labels)"
+        ),
+        fragments=("NaN",),
+    ),
+    Case(
+        "uint8 images",
+        "other",
+        _api(
+            "attacks.make_attack('fgsm', model, preset='mnist', epsilon=0.1)"
+            "((images * 255).to(torch.uint8), labels)"
+        ),
+        fragments=("/ 255",),
+    ),
+    Case(
+        "float labels",
+        "other",
+        _api("attacks.make_attack('fgsm', model, preset='mnist', epsilon=0.1)(images, labels.float())"),
+        fragments=("integer class indices",),
+    ),
+    Case(
+        "make_attack with an unknown option",
+        "other",
+        _api("attacks.make_attack('pgd2', model, preset='mnist', epsilon=1, stepz=3)"),
+        fragments=("stepz",),
+    ),
+    Case(
+        "evaluate with a misspelled option",
+        "other",
+        _api("evaluation.evaluate(model, (images, labels), 'fgsm', ws['out'] + '/api', batchsize=2)"),
+        fragments=("batchsize",),
+    ),
+    Case(
+        "Smoothing with a misspelled option",
+        "other",
+        _api("smoothadv.Smoothing(alhpa=0.9)"),
+        fragments=("did you mean 'alpha'",),
+    ),
+    Case(
+        "unknown model in load_model",
+        "other",
+        _api("models.load_model('resnet50')"),
+        fragments=("known models",),
+    ),
+    Case(
+        "input size declared for a registered model",
+        "other",
+        _api("models.ModelSpec('c4', input_size=32)"),
+        fragments=("registered model",),
+    ),
 ]
 
 
@@ -458,8 +944,11 @@ def run_case(case: Case, ws: dict[str, str]) -> Outcome:
 
     stdout, stderr = io.StringIO(), io.StringIO()
     result, error, status = None, None, 0
-    with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(stdout), \
-            contextlib.redirect_stderr(stderr):
+    with (
+        warnings.catch_warnings(record=True) as caught,
+        contextlib.redirect_stdout(stdout),
+        contextlib.redirect_stderr(stderr),
+    ):
         warnings.simplefilter("always")
         try:
             if callable(case.run):
@@ -503,12 +992,22 @@ COLUMNS = ("clear", "accepted", "unclear", "traceback", "silent")
 def table(outcomes: list[Outcome]) -> str:
     """Markdown table: cases tried per group and how they ended."""
     groups = ("silent", "traceback", "misleading", "other")
-    lines = ["| cases (issue 13's kind) | tried | " + " | ".join(COLUMNS) + " |",
-             "| --- | --- | " + " | ".join("---" for _ in COLUMNS) + " |"]
+    lines = [
+        "| cases (issue 13's kind) | tried | " + " | ".join(COLUMNS) + " |",
+        "| --- | --- | " + " | ".join("---" for _ in COLUMNS) + " |",
+    ]
     for group in (*groups, None):
         chosen = [o for o in outcomes if group is None or o.case.group == group]
-        label = "all" if group is None else {"silent": "silently wrong before", "traceback": "traceback before",
-                                             "misleading": "misleading before", "other": "other"}[group]
+        label = (
+            "all"
+            if group is None
+            else {
+                "silent": "silently wrong before",
+                "traceback": "traceback before",
+                "misleading": "misleading before",
+                "other": "other",
+            }[group]
+        )
         counts = [sum(o.verdict == column for o in chosen) for column in COLUMNS]
         lines.append(f"| {label} | {len(chosen)} | " + " | ".join(map(str, counts)) + " |")
     return "\n".join(lines)

@@ -159,7 +159,8 @@ def test_cli_figure_json(tmp_path, monkeypatch, capsys):
 
     def fake_figure4(model, *, limit, scale, out_dir, cw_overrides, device):
         seen.update(model=model.model, limit=limit, scale=scale, out_dir=out_dir, cw=cw_overrides)
-        return {"figure": "figure4", "model": model.model, "attacked": 1, "scale": scale, "path": "p", "table": "t",
+        return {"figure": "figure4", "model": model.model, "attacked": 1, "scale": scale, "path": "p",
+                "table": "t",
                 "seconds": 1.0, "fraction_scw_lower": 1.0, "scored": 1,
                 "records": [{"id": "a", "mad_cw": 0.2, "mad_scw": 0.1}]}
 
