@@ -34,9 +34,9 @@ def resolve_preset(model: str | ModelSpec, preset: str | None = None) -> tuple[s
         return check_preset(spec.preset), "given"
     info = spec.info()
     if info.dataset == "mnist":
-        return "mnist", f"of {info.name} (an MNIST model)"
+        return "mnist", f"{info.name} is an MNIST model"
     if info.dataset == "imagenet-samples":
-        return "imagenet", f"of {info.name} (an ImageNet model)"
+        return "imagenet", f"{info.name} is an ImageNet model"
     if info.input_size is None:
         raise ConfigError(f"cannot tell the preset of {spec.model!r}: pass --preset mnist or imagenet, or "
                           "declare --input-size.")
