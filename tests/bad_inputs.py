@@ -469,6 +469,14 @@ CASES: list[Case] = [
         fragments=("mean has 2 values", "3 channels"),
     ),
     Case("float64 images in the Python API", "traceback", _api_float64, "ok", check=_check_float64),
+    Case(
+        "float64 images through evaluate",
+        "traceback",
+        _api("evaluation.evaluate(model, (images.double(), labels), 'fgsm', ws['out'] + '/f64', "
+             "progress=False)"),
+        "ok",
+        check=lambda ws, out, result: result.table[0].n == 2 and result.table[0].p_success is not None,
+    ),
     # The 5 misleading messages.
     Case(
         "missing .pt model file",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from smoothadv.cli._options import positive_int
 from smoothadv.cli._output import add_json_flag, emit
 
 
@@ -26,7 +27,8 @@ def register(subparsers) -> None:
         help="learning-rate schedule: cosine decay to 0 over all steps, or constant (default: cosine)",
     )
     parser.add_argument("--eps", type=float, default=0.3, help="FGSM step on [0,1] pixels (default: 0.3)")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads while training (default: 2)")
+    parser.add_argument("--threads", type=positive_int,
+                        help="CPU threads while training (default: the free cores of this machine; printed)")
     parser.add_argument("--train-limit", type=int, help="train on the first N images only (quick checks)")
     parser.add_argument("--eval-limit", type=int, help="measure on the first N valid/test images only")
     parser.add_argument("--out", required=True, help="weights file to write (.safetensors)")
@@ -36,7 +38,10 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from smoothadv.core.runtime import default_threads
     from smoothadv.experiments.training import train_c4
+
+    threads = args.threads or default_threads()
 
     _, report = train_c4(
         adversarial=args.adversarial,
@@ -47,7 +52,7 @@ def run(args) -> int:
         eps=args.eps,
         lr_schedule=args.lr_schedule,
         out=args.out,
-        threads=args.threads,
+        threads=threads,
         train_limit=args.train_limit,
         eval_limit=args.eval_limit,
         progress=not args.no_progress,
@@ -55,7 +60,8 @@ def run(args) -> int:
     kind = "adversarially trained (FGSM) C4" if report.adversarial else "C4"
     text = "\n".join(
         [
-            f"trained {kind} on {report.train_size} MNIST images in {report.seconds:.0f} s",
+            f"trained {kind} on {report.train_size} MNIST images in {report.seconds:.0f} s "
+            f"({threads} CPU thread{'s' if threads > 1 else ''})",
             "validation accuracy per epoch: " + ", ".join(f"{a:.4f}" for a in report.valid_accuracy),
             f"test accuracy: {report.test_accuracy:.4f}",
             f"FGSM (eps {report.eps}) success rate on correctly classified test images: "
@@ -63,5 +69,5 @@ def run(args) -> int:
             f"wrote {report.out} (sha256 {report.sha256})",
         ]
     )
-    emit(args, report.to_dict(), text)
+    emit(args, {**report.to_dict(), "threads": threads}, text)
     return 0

@@ -14,7 +14,7 @@ from torch import nn
 from smoothadv.attacks import ATTACKS, Attack, make_attack
 from smoothadv.attacks.presets import check_preset
 from smoothadv.core.errors import ConfigError, InputError, ShapeError
-from smoothadv.core.validation import check_keywords
+from smoothadv.core.validation import check_image_batch, check_keywords
 from smoothadv.data import ImageDataset
 from smoothadv.perceptual.mad import default_upsample
 
@@ -128,18 +128,20 @@ EvaluationPlan.__init__ = check_keywords(EvaluationPlan.__init__)  # a misspelle
 
 
 def as_dataset(data: Any, limit: int | None = None) -> ImageDataset:
-    """An :class:`~smoothadv.data.ImageDataset`, or one built from an ``(images, labels[, ids])`` tuple;
-    the first ``limit`` images.
+    """An :class:`~smoothadv.data.ImageDataset`, or one built from an ``(images, labels[, ids])`` tuple
+    (float images of any precision are stored as float32, the dtype of every dataset); the first ``limit``
+    images.
 
     Raises:
-        InputError / ShapeError: malformed tuple or repeated ids.
+        InputError / ShapeError / RangeError / NonFiniteError: malformed tuple, images that are not a
+            finite (N, C, H, W) batch in [0, 1], or repeated ids.
     """
     if isinstance(data, (tuple, list)):
         if len(data) not in (2, 3):
             raise InputError("data must be a dataset or a tuple (images, labels) or (images, labels, ids).")
         images, labels = data[0], data[1]
-        if not isinstance(images, torch.Tensor) or images.dim() != 4:
-            raise ShapeError("data images must be a (N, C, H, W) tensor in [0, 1].")
+        check_image_batch(images, "data images")
+        images = images.float()
         labels = torch.as_tensor(labels).long().reshape(-1)
         if labels.numel() != images.shape[0]:
             raise ShapeError(
