@@ -23,9 +23,15 @@ from smoothadv.core.errors import (
     SmoothAdvError,
 )
 from smoothadv.smoothing import GuidedSmoother, Smoothing, build_graph, choose_solver, smooth
-from smoothadv.smoothing.solvers import assemble_dense, assemble_sparse
+from smoothadv.smoothing.solvers import (
+    assemble_dense,
+    assemble_sparse,
+    chebyshev_bound,
+    chebyshev_iterations,
+)
 
-SOLVERS = ("dense", "direct", "cholesky", "superlu", "cg")
+SOLVERS = ("dense", "direct", "cholesky", "superlu", "cg", "chebyshev")
+ITERATIVE = ("cg", "chebyshev")
 #: CG settings under which it must match the exact solvers to 1e-6 in float64.
 TIGHT_CG = {"cg_tol": 1e-12, "cg_maxiter": 2000}
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -33,7 +39,7 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 def _options(solver: str, **extra) -> dict:
     options = {"solver": solver, **extra}
-    if solver == "cg":
+    if solver in ITERATIVE:
         options = {**TIGHT_CG, **options}
     return options
 
@@ -300,8 +306,9 @@ class TestSolversAgree:
                 results[solver] = smoother.smooth(z, normalize=normalize)
                 assert _relative(results[solver], expected) <= 1e-6, solver
             assert _relative(results["direct"], results["dense"]) <= 1e-6
-            assert _relative(results["cg"], results["dense"]) <= 1e-6
-            assert _relative(results["cg"], results["direct"]) <= 1e-6
+            for iterative in ITERATIVE:
+                assert _relative(results[iterative], results["dense"]) <= 1e-6
+                assert _relative(results[iterative], results["direct"]) <= 1e-6
 
     @pytest.mark.parametrize("channels", ("per_channel", "joint"))
     def test_large_graphs_factorised_one_per_graph(self, channels):
@@ -634,13 +641,64 @@ class TestConjugateGradient:
 
     @pytest.mark.parametrize(
         ("shape", "expected"),
-        [((1, 1, 28, 28), "dense"), ((8, 3, 32, 32), "dense"), ((1, 1, 33, 32), "cg"), ((1, 3, 64, 64), "cg"),
-         ((1000, 3, 32, 32), "cg")],  # the last one: dense inverses over the 2 GiB budget
+        [((1, 1, 28, 28), "dense"), ((8, 3, 32, 32), "dense"), ((1, 1, 33, 32), "chebyshev"),
+         ((1, 3, 64, 64), "chebyshev"), ((1000, 3, 32, 32), "chebyshev")],  # the last: dense over 2 GiB
     )
     def test_auto_choice_off_cpu(self, shape, expected):
         # any non-CPU device takes the GPU branch; a "meta" tensor has a device but no data
         guide = torch.empty(shape, device="meta")
         assert choose_solver(Smoothing(), guide) == expected
+
+
+class TestChebyshev:
+    def test_step_count_is_the_bound_for_the_spectrum(self):
+        upper = (1 + 0.997) / (1 - 0.997)
+        steps = chebyshev_iterations(1.0, upper, 1e-6)
+        assert steps == 188  # kappa = 665.7, rho = 0.92538: ln(2e6) / ln(1 / rho) = 187.1
+        assert chebyshev_bound(1.0, upper, steps) <= 1e-6 < chebyshev_bound(1.0, upper, steps - 1)
+        assert chebyshev_iterations(1.0, 1.0, 1e-6) == 1
+
+    @pytest.mark.parametrize("neighbourhood", (4, 8))
+    def test_spectrum_lies_in_the_interval_and_4_neighbours_reach_both_ends(self, neighbourhood):
+        alpha = 0.9
+        guide = _random_guide((1, 1, 6, 8), seed=3)
+        smoother = Smoothing(alpha=alpha, neighbourhood=neighbourhood, solver="dense").prepare(guide)
+        eigenvalues = torch.linalg.eigvalsh(assemble_dense(smoother.solver.graph, alpha)[0, 0])
+        lower, upper = 1.0, (1 + alpha) / (1 - alpha)
+        assert float(eigenvalues.min()) >= lower - 1e-9 and float(eigenvalues.max()) <= upper + 1e-9
+        assert float(eigenvalues.min()) == pytest.approx(lower, abs=1e-9)  # the constant direction of Wn
+        if neighbourhood == 4:  # a 4-neighbour grid is bipartite: Wn also has eigenvalue -1
+            assert float(eigenvalues.max()) == pytest.approx(upper, rel=1e-9)
+
+    def test_one_pass_meets_its_bound_and_the_check_meets_tol(self):
+        guide, z = _random_guide((2, 3, 16, 16)), _random_signal((2, 3, 16, 16))
+        for tol in (1e-3, 1e-6, 1e-10):
+            smoother = Smoothing(alpha=0.997, solver="chebyshev", cg_tol=tol).prepare(guide)
+            solver = smoother.solver
+            x = solver._iterate(z)
+            one_pass = float(((solver.matvec(x) - z).norm(dim=(-2, -1)) / z.norm(dim=(-2, -1))).max())
+            assert one_pass <= chebyshev_bound(solver.lower, solver.upper, solver.iterations) * (1 + 1e-6)
+            smoother.smooth(z, normalize=False)
+            assert solver.last_residual <= tol
+
+    def test_float32_agrees_with_the_direct_solver(self):
+        guide = _random_guide((2, 3, 24, 20), dtype=torch.float32)
+        z = _random_signal(guide.shape, dtype=torch.float32)
+        sigma = (1 / 600) ** 0.5  # the ImageNet kernel
+        options = {"alpha": 0.997, "kernel": "gaussian", "sigma": sigma}
+        chebyshev = Smoothing(**options, solver="chebyshev").prepare(guide)
+        out = chebyshev.smooth(z, normalize=False)
+        assert out.dtype == torch.float32 and chebyshev.solver.last_residual <= 1e-6
+        direct = Smoothing(**options, solver="direct").prepare(guide.double())
+        exact = direct.smooth(z.double(), normalize=False)
+        assert _relative(out.double(), exact) <= 1e-5
+
+    def test_cap_warns_with_the_residual(self):
+        guide, z = _random_guide((1, 3, 16, 16)), _random_signal((1, 3, 16, 16))
+        with pytest.warns(ConvergenceWarning, match="Chebyshev iteration left relative residual"):
+            smoother = Smoothing(alpha=0.997, solver="chebyshev", cg_maxiter=5).prepare(guide)
+            smoother.smooth(z, normalize=False)
+        assert smoother.solver.last_residual > 1e-6
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -58,12 +58,12 @@ class Smoothing:
         channels: ``"per_channel"`` (each channel guides its own graph, the authors' experiments; the
             default because it reproduces their results and keeps each channel's edges) or ``"joint"``
             (one graph, Euclidean distance over channels, eq. 5 as written).
-        solver: ``"auto"`` (direct on CPU; on GPU dense for images up to 32x32 pixels, else cg),
-            ``"direct"`` (``"cholesky"`` for images up to 4096 pixels, else ``"superlu"``), or any
-            name of the registry :data:`~smoothadv.smoothing.solvers.SOLVERS`: ``"dense"``,
-            ``"cholesky"``, ``"superlu"``, ``"cg"``.
-        cg_tol: relative residual at which CG stops.
-        cg_maxiter: CG iteration cap (a warning reports the residual when it is reached).
+        solver: ``"auto"`` (direct on CPU; on GPU dense for images up to 32x32 pixels, else
+            chebyshev), ``"direct"`` (``"cholesky"`` for images up to 4096 pixels, else ``"superlu"``),
+            or any name of the registry :data:`~smoothadv.smoothing.solvers.SOLVERS`: ``"dense"``,
+            ``"cholesky"``, ``"superlu"``, ``"cg"``, ``"chebyshev"``.
+        cg_tol: relative residual the iterative solvers (CG, Chebyshev) guarantee.
+        cg_maxiter: iteration cap of the iterative solvers (a warning reports the residual when it binds).
     """
 
     alpha: float = 0.95
@@ -105,7 +105,9 @@ def choose_solver(config: Smoothing, guide: torch.Tensor) -> str:
 
     On CPU the sparse factorisation wins at every size we measured (a dense product reads n^2 entries
     per image and is memory-bound; measurements in ``docs/smoothing.md``). On a GPU, dense inverses of
-    small images are one batched product; larger images use matrix-free CG there.
+    small images are one batched product; larger images use the Chebyshev iteration, chosen over CG from
+    first principles (no inner products, so no host synchronisation per step; a fixed step count) and not
+    yet measured on a GPU: ``benchmarks/gpu_check.sh`` measures both.
     """
     if config.solver != "auto":
         return config.solver
@@ -117,7 +119,7 @@ def choose_solver(config: Smoothing, guide: torch.Tensor) -> str:
     dense_bytes = batch * groups * pixels * pixels * guide.element_size()
     if pixels <= DENSE_MAX_PIXELS and dense_bytes <= DENSE_MAX_BYTES:
         return "dense"
-    return "cg"
+    return "chebyshev"
 
 
 class GuidedSmoother:
