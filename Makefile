@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.smoothadv-installed
 
-.PHONY: demo test test-slow lint bench bench-peers clean
+.PHONY: demo test test-slow lint bench bench-peers gpu-wheels clean
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ bench-peers: $(STAMP)
 	$(BIN)/python -m pip install --quiet -c constraints.txt requests GitPython scikit-learn six typing-extensions
 	$(BIN)/python -m pip install --quiet --no-deps -r benchmarks/requirements-peers.txt
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/peers.py --report docs/peers.md
+
+# The wheels benchmarks/gpu_check.sh carries to a GPU machine that reaches no package registry.
+gpu-wheels: $(STAMP)
+	$(BIN)/python -m pip download --quiet --no-deps -d build/gpu-wheels -r benchmarks/gpu-wheels.txt
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from attack_fixtures import blocky_images, tiny_classifier
+from devices import DEVICES
 from smoothadv.attacks import (
     ATTACKS,
     FIXED_DISTORTION_ATTACKS,
@@ -36,14 +37,19 @@ FAST = {
 }
 
 
-@pytest.fixture(scope="module")
-def model():
-    return tiny_classifier()
+@pytest.fixture(scope="module", params=DEVICES)
+def device(request):
+    return request.param
 
 
 @pytest.fixture(scope="module")
-def images():
-    return blocky_images(batch=6)
+def model(device):
+    return tiny_classifier().to(device)
+
+
+@pytest.fixture(scope="module")
+def images(device):
+    return blocky_images(batch=6).to(device)
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import re
 import pytest
 import torch
 
+from devices import DEVICES
 from smoothadv.core.errors import (
     ConfigError,
     ConvergenceWarning,
@@ -34,7 +35,6 @@ SOLVERS = ("dense", "direct", "cholesky", "superlu", "cg", "chebyshev")
 ITERATIVE = ("cg", "chebyshev")
 #: CG settings under which it must match the exact solvers to 1e-6 in float64.
 TIGHT_CG = {"cg_tol": 1e-12, "cg_maxiter": 2000}
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 def _options(solver: str, **extra) -> dict:
@@ -291,10 +291,11 @@ class TestLaplacian:
 
 
 class TestSolversAgree:
+    @pytest.mark.parametrize("device", DEVICES)
     @pytest.mark.parametrize("channels", ("per_channel", "joint"))
     @pytest.mark.parametrize("kernel", ("laplacian", "gaussian"))
     @pytest.mark.parametrize("neighbourhood", (4, 8))
-    def test_three_solvers_and_reference(self, channels, kernel, neighbourhood):
+    def test_every_solver_and_reference(self, channels, kernel, neighbourhood, device):
         guide = _random_guide((2, 3, 7, 9), seed=5)  # batch > 1, non-square
         z = _random_signal(guide.shape, seed=6)
         graph_options = {"neighbourhood": neighbourhood, "kernel": kernel, "sigma": 0.1, "channels": channels}
@@ -302,8 +303,9 @@ class TestSolversAgree:
             expected = reference_smooth(guide, z, 0.97, normalize=normalize, **graph_options)
             results = {}
             for solver in SOLVERS:
-                smoother = Smoothing(alpha=0.97, **graph_options, **_options(solver)).prepare(guide)
-                results[solver] = smoother.smooth(z, normalize=normalize)
+                config = Smoothing(alpha=0.97, **graph_options, **_options(solver))
+                smoother = config.prepare(guide.to(device))
+                results[solver] = smoother.smooth(z.to(device), normalize=normalize).cpu()
                 assert _relative(results[solver], expected) <= 1e-6, solver
             assert _relative(results["direct"], results["dense"]) <= 1e-6
             for iterative in ITERATIVE:
@@ -471,13 +473,14 @@ class TestOperatorProperties:
 
 
 class TestGradcheck:
+    @pytest.mark.parametrize("device", DEVICES)
     @pytest.mark.parametrize("normalize", (True, False))
     @pytest.mark.parametrize("solver", SOLVERS)
-    def test_gradcheck(self, solver, normalize):
-        guide = _random_guide((2, 2, 3, 4))
+    def test_gradcheck(self, solver, normalize, device):
+        guide = _random_guide((2, 2, 3, 4)).to(device)
         smoother = Smoothing(alpha=0.9, channels="joint" if normalize else "per_channel",
                              **_options(solver)).prepare(guide)
-        z = _random_signal(guide.shape).requires_grad_()
+        z = _random_signal(guide.shape).to(device).requires_grad_()
         assert torch.autograd.gradcheck(lambda t: smoother.smooth(t, normalize=normalize), (z,))
 
 
@@ -675,7 +678,7 @@ class TestChebyshev:
         for tol in (1e-3, 1e-6, 1e-10):
             smoother = Smoothing(alpha=0.997, solver="chebyshev", cg_tol=tol).prepare(guide)
             solver = smoother.solver
-            x = solver._iterate(z)
+            x = solver._iterate(z, solver.iterations)
             one_pass = float(((solver.matvec(x) - z).norm(dim=(-2, -1)) / z.norm(dim=(-2, -1))).max())
             assert one_pass <= chebyshev_bound(solver.lower, solver.upper, solver.iterations) * (1 + 1e-6)
             smoother.smooth(z, normalize=False)

@@ -48,7 +48,8 @@ def add_model_options(parser: argparse.ArgumentParser, *, default: str | None = 
 def add_runtime_options(parser: argparse.ArgumentParser) -> None:
     """``--device`` and ``--threads``."""
     group = parser.add_argument_group("runtime")
-    group.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default cpu)")
+    group.add_argument("--device", default="auto",
+                       help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N or mps")
     group.add_argument("--threads", type=positive_int,
                        help="CPU threads for torch (default: the free cores of this machine; printed)")
 

@@ -382,8 +382,8 @@ class ChebyshevSolver(LaplacianSolver):
     advance: no inner product, so no host synchronisation inside the loop (on a GPU the whole solve is
     queued at once). The number of steps comes from the residual bound :func:`chebyshev_bound`. After
     them, one float64 product measures the true residual of every system; where rounding (float32) left it
-    above ``tol``, the residual equation is solved the same way and the correction added in float64, up
-    to :attr:`max_refinements` times.
+    above ``tol``, the residual equation is solved the same way, with only the steps that the missing
+    factor needs, and the correction added in float64, up to :attr:`max_refinements` times.
 
     Args:
         graph, alpha: as for :class:`LaplacianSolver`.
@@ -392,7 +392,7 @@ class ChebyshevSolver(LaplacianSolver):
 
     Attributes:
         iterations: steps per pass (from the bound, at most ``maxiter``).
-        last_iterations: steps spent by the last :meth:`solve` (passes x steps).
+        last_iterations: steps spent by the last :meth:`solve` (all passes).
         last_residual: largest true relative residual after the last :meth:`solve` (float64).
     """
 
@@ -415,25 +415,28 @@ class ChebyshevSolver(LaplacianSolver):
     def solve(self, rhs: torch.Tensor) -> torch.Tensor:
         target = rhs.to(torch.float64)
         norms = target.pow(2).sum((-2, -1)).sqrt().clamp_min(torch.finfo(torch.float64).tiny)
-        solution = self._iterate(rhs).to(torch.float64)
-        passes = 1
+        solution = self._iterate(rhs, self.iterations).to(torch.float64)
+        passes, steps = 1, self.iterations
         while True:
             residual = target - self._matvec64(solution)
             relative = float((residual.pow(2).sum((-2, -1)).sqrt() / norms).amax())
             if relative <= self.tol or passes > self.max_refinements:
                 break
-            solution = solution + self._iterate(residual.to(rhs.dtype)).to(torch.float64)
-            passes += 1
-        self.last_iterations = passes * self.iterations
+            # the correction must shrink the residual by tol / relative (with a margin of 2)
+            needed = chebyshev_iterations(self.lower, self.upper, min(0.5, 0.5 * self.tol / relative))
+            correction_steps = min(needed, self.iterations)
+            solution = solution + self._iterate(residual.to(rhs.dtype), correction_steps).to(torch.float64)
+            passes, steps = passes + 1, steps + correction_steps
+        self.last_iterations = steps
         self.last_residual = relative
         if relative > self.tol:
             warn(f"Chebyshev iteration left relative residual {relative:.2e} > tol {self.tol:.0e} after "
-                 f"{passes} passes of {self.iterations} steps; raise maxiter, use float64, or "
-                 "solver='direct' for an exact solve.", ConvergenceWarning)
+                 f"{passes} passes ({steps} steps); raise maxiter, use float64, or solver='direct' for an "
+                 "exact solve.", ConvergenceWarning)
         return solution.to(rhs.dtype)
 
-    def _iterate(self, rhs: torch.Tensor) -> torch.Tensor:
-        """``iterations`` Chebyshev steps from ``x_0 = 0`` (Saad, Iterative Methods, Alg. 12.1)."""
+    def _iterate(self, rhs: torch.Tensor, steps: int) -> torch.Tensor:
+        """``steps`` Chebyshev steps from ``x_0 = 0`` (Saad, Iterative Methods, Alg. 12.1)."""
         centre, half_width = (self.upper + self.lower) / 2.0, (self.upper - self.lower) / 2.0
         solution = rhs / centre
         if half_width == 0.0:
@@ -442,7 +445,7 @@ class ChebyshevSolver(LaplacianSolver):
         sigma = centre / half_width
         rho = 1.0 / sigma
         direction = solution
-        for _ in range(self.iterations - 1):
+        for _ in range(steps - 1):
             rho_next = 1.0 / (2.0 * sigma - rho)
             direction = (rho_next * rho) * direction + (2.0 * rho_next / half_width) * residual
             solution = solution + direction
