@@ -109,7 +109,7 @@ def _tile(figure, rows: int, columns: int, index: int, image: torch.Tensor | Non
         axes.set_title(title, fontsize=7)
     if image is None:
         return
-    array = image.detach().float().clamp(0, 1)
+    array = image.detach().float().clamp(0, 1).cpu()
     if array.shape[0] == 1:
         axes.imshow(array[0].numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     else:
