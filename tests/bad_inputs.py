@@ -125,6 +125,9 @@ def build_workspace(root: Path) -> dict[str, str]:
     rgba = (rng.random((40, 40, 4)) * 255).astype(np.uint8)
     rgba[..., 3] = 10
     Image.fromarray(rgba, "RGBA").save(root / "transparent.png")
+    frames = [Image.fromarray((rng.random((40, 40, 3)) * 255).astype(np.uint8)) for _ in range(2)]
+    frames[0].save(root / "animated.gif", save_all=True, append_images=frames[1:])
+    _labelled_folders(root, net)
     (root / "notimage.png").write_text("hello")
     (root / "a_file").write_text("x")
     ramp = np.linspace(0, 65535, 28 * 28).reshape(28, 28).astype(np.uint16)
@@ -140,6 +143,8 @@ def build_workspace(root: Path) -> dict[str, str]:
     paths.update(
         root=str(root),
         imgs=str(root / "imgs"),
+        badlabels=str(root / "badlabels"),
+        wronglabels=str(root / "wronglabels"),
         other=str(root / "other"),
         empty=str(root / "empty"),
         unwritable=str(root / "a_file" / "out"),
@@ -151,6 +156,25 @@ def build_workspace(root: Path) -> dict[str, str]:
         c4_weights=str(Path(smoothadv.__file__).parent / "assets" / "weights" / "c4.safetensors"),
     )
     return paths
+
+
+def _labelled_folders(root: Path, net: torch.nn.Module) -> None:
+    """``badlabels/``: a label the 10-class model cannot output; ``wronglabels/``: every label wrong."""
+    from smoothadv.core.images import read_image
+    from smoothadv.models import Normalize, Preprocessed
+
+    model = Preprocessed(
+        Normalize([float(v) for v in MEAN.split(",")], [float(v) for v in STD.split(",")]), net
+    ).eval()
+    for folder, label_of in (("badlabels", lambda p: 12), ("wronglabels", lambda p: (p + 1) % 10)):
+        (root / folder).mkdir(exist_ok=True)
+        rows = []
+        for source in sorted((root / "imgs").glob("*.png")):
+            (root / folder / source.name).write_bytes(source.read_bytes())
+            with torch.no_grad():
+                prediction = int(model(read_image(source, channels=3, size=32)[None]).argmax())
+            rows.append(f"{source.name},{label_of(prediction)}")
+        (root / folder / "labels.csv").write_text("\n".join(rows) + "\n")
 
 
 def _user(*extra: str) -> list[str]:
@@ -472,8 +496,10 @@ CASES: list[Case] = [
     Case(
         "float64 images through evaluate",
         "traceback",
-        _api("evaluation.evaluate(model, (images.double(), labels), 'fgsm', ws['out'] + '/f64', "
-             "progress=False)"),
+        _api(
+            "evaluation.evaluate(model, (images.double(), labels), 'fgsm', ws['out'] + '/f64', "
+            "progress=False)"
+        ),
         "ok",
         check=lambda ws, out, result: result.table[0].n == 2 and result.table[0].p_success is not None,
     ),
@@ -839,6 +865,63 @@ CASES: list[Case] = [
         ["evaluate", *_user(), "--data", "{imgs}", "--attacks", "fgsm", "--out", "{out}/ev", "--no-progress"],
         fragments=("different configuration",),
     ),
+    Case(
+        "labels.csv with a label the model cannot output",
+        "other",
+        [
+            "evaluate",
+            *_user(),
+            "--data",
+            "{badlabels}",
+            "--attacks",
+            "fgsm",
+            "--out",
+            "{out}/bl",
+            "--no-progress",
+        ],
+        fragments=("outside 0..9", "labels.csv"),
+    ),
+    Case(
+        "labels.csv where every label is wrong",
+        "other",
+        [
+            "evaluate",
+            *_user(),
+            "--data",
+            "{wronglabels}",
+            "--attacks",
+            "fgsm",
+            "--out",
+            "{out}/wl",
+            "--no-progress",
+        ],
+        "ok",
+        check=lambda ws, out, _: "nothing was attacked" in out,
+    ),
+    Case(
+        "a TorchScript file as --weights",
+        "other",
+        ["predict", "{im0}", "--model", FACTORY, "--weights", "{small_cnn_pt}", "--input-size", "32"],
+        fragments=("is a TorchScript file", "--model"),
+    ),
+    Case(
+        "misspelled option",
+        "other",
+        ["predict", "{im0}", "--model", "{mynet_toml}", "--inputsize", "32"],
+        fragments=("did you mean --input-size",),
+    ),
+    Case(
+        "an option the command does not take",
+        "other",
+        ["predict", "{im0}", "--model", "{mynet_toml}", "--preset", "mnist"],
+        fragments=("smoothadv predict: error: unrecognized arguments: --preset",),
+    ),
+    Case(
+        "an animated GIF",
+        "other",
+        ["predict", "{animated_gif}", "--model", "{mynet_toml}"],
+        fragments=("frames",),
+    ),
     # mad / magnify / figure / train.
     Case("mad of a missing file", "other", ["mad", "{root}/none.png", "{im0}"], fragments=("not found",)),
     Case("mad of two sizes", "other", ["mad", "{im0}", "{tiny_png}"], fragments=("same size",)),
@@ -853,10 +936,11 @@ CASES: list[Case] = [
         "mad of an attack's results folder", "other", ["mad", "{out}/spec", "--json"], "ok", check=_mad_folder
     ),
     Case(
-        "mad of images below 34 pixels",
+        "mad of images below 34 pixels (upsampled 4x, as in evaluate)",
         "other",
-        ["mad", "{small_grey_png}", "{small_grey2_png}"],
-        fragments=("at least 34x34",),
+        ["mad", "{small_grey_png}", "{small_grey2_png}", "--json"],
+        "ok",
+        check=lambda ws, out, _: _json(out)["mad_upsampled_to"] == 80 and _json(out)["mad"] > 0,
     ),
     Case(
         "magnify beta 2",

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from smoothadv.cli import main
-from smoothadv.perceptual import mad
+from smoothadv.perceptual import mad, mad_batch
 
 REFERENCE_DIR = Path("/work/shared/reference/mad")
 
@@ -42,7 +43,8 @@ def test_mad_json_both_scales(pair, capsys):
     for scale in ("2011", "2010"):
         assert main(["mad", str(pair[0]), str(pair[1]), "--scale", scale, "--json"]) == 0
         payload = json.loads(capsys.readouterr().out)
-        assert set(payload) == {"mad", "d_detect", "d_appear", "scale", "mad_channels", "psnr", "ssim"}
+        assert set(payload) == {"mad", "d_detect", "d_appear", "scale", "mad_channels", "mad_upsampled_to",
+                                "psnr", "ssim"}
         expected = mad(*pair, scale=scale)
         assert payload["scale"] == scale
         assert payload["mad"] == pytest.approx(expected.mad, rel=1e-12)
@@ -74,10 +76,23 @@ def test_mad_identical_json_has_null_psnr(pair, capsys):
 def test_mad_errors_exit_2(pair, tmp_path, capsys):
     assert main(["mad", str(pair[0]), str(tmp_path / "missing.png")]) == 2
     assert "smoothadv mad: error: image file not found" in capsys.readouterr().err
-    small = tmp_path / "small.png"
-    Image.fromarray(np.zeros((28, 28), dtype=np.uint8)).save(small)
-    assert main(["mad", str(small), str(small)]) == 2
+    tiny = tmp_path / "tiny.png"
+    Image.fromarray(np.zeros((6, 6), dtype=np.uint8)).save(tiny)
+    assert main(["mad", str(tiny), str(tiny)]) == 2  # even upsampled 4x, below MAD's 34 pixels
     assert "at least 34x34" in capsys.readouterr().err
+
+
+def test_mad_upsamples_small_images_like_the_evaluation(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    reference = (rng.random((28, 28)) * 255).astype(np.uint8)
+    distorted = np.clip(reference.astype(int) + rng.integers(-20, 21, (28, 28)), 0, 255).astype(np.uint8)
+    Image.fromarray(reference).save(tmp_path / "ref.png")
+    Image.fromarray(distorted).save(tmp_path / "dst.png")
+    assert main(["mad", str(tmp_path / "ref.png"), str(tmp_path / "dst.png"), "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    expected = mad_batch(torch.from_numpy(reference)[None, None], torch.from_numpy(distorted)[None, None],
+                         upsample_to=112)[0]
+    assert payload["mad_upsampled_to"] == 112 and payload["mad"] == pytest.approx(expected.mad, rel=1e-12)
 
 
 def test_magnify_text_and_json(pair, tmp_path, capsys):

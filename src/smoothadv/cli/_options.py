@@ -22,7 +22,8 @@ def add_model_options(parser: argparse.ArgumentParser, *, default: str | None = 
     """``--model`` and the options that describe a user model (see :class:`smoothadv.models.ModelSpec`)."""
     group = parser.add_argument_group(
         "model", "a registered model by name, or your own: a TorchScript file, package.module:factory with "
-        "--weights, or a model spec file (.toml/.json) holding these options"
+        "--weights, or a model spec file (.toml/.json) holding these options (options given here replace "
+        "the file's)"
     )
     group.add_argument(
         "--model", required=default is None, default=default,
@@ -35,7 +36,8 @@ def add_model_options(parser: argparse.ArgumentParser, *, default: str | None = 
     group.add_argument("--channels", type=int, choices=(1, 3), help="user model: input channels (default 3)")
     group.add_argument("--mean", help="user model: per-channel mean on [0,1] pixels, comma-separated, e.g. "
                        "0.485,0.456,0.406 (applied as (x - mean) / std inside the model)")
-    group.add_argument("--std", help="user model: per-channel std, comma-separated, e.g. 0.229,0.224,0.225")
+    group.add_argument("--std", help="user model: per-channel std, comma-separated, e.g. 0.229,0.224,0.225 "
+                       "(--mean alone divides by 1, --std alone subtracts 0)")
     group.add_argument("--resize", type=positive_int,
                        help="user model: shorter side before the centre crop (default: the input size)")
     group.add_argument("--class-names", choices=("imagenet", "mnist"),

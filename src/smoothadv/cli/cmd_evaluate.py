@@ -96,6 +96,11 @@ def run(args) -> int:
     if config.get("labels_from_model"):
         lines.append(f"labels: {args.data} has no labels.csv, so the model's own predictions are the labels "
                      "(clean accuracy 1 by construction)")
+    attacked = [row for row in result.table if row.model == config["model"]]
+    if not any(row.n for row in attacked):
+        total = len(result.dataset)
+        lines.append(f"none of the {total} images is classified correctly, so nothing was attacked: check "
+                     "the labels (labels.csv) and the model's input (--mean/--std, --channels).")
     lines += [table_text(result.table), f"report: {files['report']}"]
     emit(args, payload, "\n".join(lines))
     return 0

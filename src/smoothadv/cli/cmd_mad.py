@@ -17,7 +17,8 @@ def register(subparsers) -> None:
             "with its detection and appearance stages, plus PSNR and SSIM (scikit-image). MAD scores the "
             "luminance only (MATLAB rgb2gray weights), as the original code does; PSNR and SSIM use every "
             "channel. Give REFERENCE DISTORTED (same size and channels), or the --out folder of "
-            "`smoothadv attack` to score each adversarial file against the clean crop the model saw."
+            "`smoothadv attack` to score each adversarial file against the clean crop the model saw. "
+            "Images with a side below 34 pixels (MAD's minimum) are upsampled 4x for MAD, as in evaluate."
         ),
     )
     parser.add_argument("paths", nargs="+", metavar="PATH",
@@ -43,12 +44,13 @@ def run(args) -> int:
         )
     from smoothadv.perceptual import quality_report
 
-    report = quality_report(*args.paths, scale=args.scale)
+    report = quality_report(*args.paths, scale=args.scale, upsample_to="auto")
     payload = report.to_dict()
     psnr = "inf (identical)" if payload["psnr"] is None else f"{payload['psnr']:.2f} dB"
+    upsampled = "" if report.mad_upsampled_to is None else f", upsampled to {report.mad_upsampled_to} pixels"
     text = "\n".join(
         [
-            f"MAD ({report.mad.scale} scale, luminance): {report.mad.mad:.6g}",
+            f"MAD ({report.mad.scale} scale, luminance{upsampled}): {report.mad.mad:.6g}",
             f"  d_detect: {report.mad.d_detect:.6g}",
             f"  d_appear: {report.mad.d_appear:.6g}",
             f"PSNR: {psnr}",

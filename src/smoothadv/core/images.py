@@ -34,7 +34,7 @@ def open_image(path: str | Path) -> Image.Image:
     """Open and fully load an image file as a PIL image (the file is closed on return).
 
     Raises:
-        DataError: the path is missing, is a folder, or is not a readable image.
+        DataError: the path is missing, is a folder, is not a readable image, or holds several frames.
     """
     path = Path(path)
     if path.is_dir():
@@ -49,12 +49,17 @@ def open_image(path: str | Path) -> Image.Image:
         raise DataError(f"image file not found: {path}{hint}")
     try:
         with Image.open(path) as opened:
+            frames = getattr(opened, "n_frames", 1)
             opened.load()
-            return opened.copy()
+            image = opened.copy()
     except (UnidentifiedImageError, OSError, ValueError) as error:
         raise DataError(
             f"cannot read {path}: not a readable image ({error}); give a PNG or JPEG file."
         ) from error
+    if frames > 1:
+        raise DataError(f"{path} holds {frames} frames (an animation or a multi-page file); save the frame "
+                        "you mean as a PNG.")
+    return image
 
 
 def image_channels(image: Image.Image) -> int:

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from smoothadv.core.errors import ConfigError
+from smoothadv.core.errors import ConfigError, DataError
 from smoothadv.core.validation import make_output_dir
 from smoothadv.data import ImageDataset
 from smoothadv.evaluation.batch import (
@@ -235,8 +235,10 @@ def _clean_pass(
                 key = batch_key("clean", name, None, None, ids)
                 if key not in store.finished:
                     with torch.no_grad():
-                        predictions = net(dataset.batch(chunk).images.to(device)).argmax(dim=1).cpu()
+                        logits = net(dataset.batch(chunk).images.to(device))
+                    predictions = logits.argmax(dim=1).cpu()
                     labels = dataset.labels[chunk]
+                    _check_labels_fit(labels, logits.shape[1], [dataset.ids[i] for i in chunk], name)
                     store.append_batch(
                         key,
                         [
@@ -255,6 +257,18 @@ def _clean_pass(
                     ran += 1
                 bar.update(1)
     return ran
+
+
+def _check_labels_fit(labels: torch.Tensor, classes: int, ids: list[str], model_name: str) -> None:
+    """A label the model cannot output would count as a misclassified image: refuse it instead."""
+    bad = [(image_id, int(label)) for image_id, label in zip(ids, labels.tolist(), strict=True)
+           if not 0 <= label < classes]
+    if bad:
+        shown = ", ".join(f"{image_id} -> {label}" for image_id, label in bad[:3])
+        raise DataError(
+            f"{len(bad)} label(s) outside 0..{classes - 1}, the classes of {model_name} ({shown}); fix the "
+            "labels (labels.csv) or give the model they are for."
+        )
 
 
 def _device_of(model: Any) -> torch.device:

@@ -183,8 +183,7 @@ def score_results(folder: str | Path, *, scale: str = "2011") -> dict:
         DataError: no ``results.json`` in ``folder``, or one that is not ours.
     """
     from smoothadv.core.errors import DataError
-    from smoothadv.perceptual import psnr, ssim
-    from smoothadv.perceptual.mad import default_upsample, mad_batch
+    from smoothadv.perceptual import quality_report
 
     folder = Path(folder)
     path = folder / RESULTS_JSON
@@ -206,13 +205,9 @@ def score_results(folder: str | Path, *, scale: str = "2011") -> dict:
         if output is None:
             scores.append({**entry, "skipped": record.get("status", "no adversarial file")})
             continue
-        reference, adversarial = read_image(_beside(folder, clean)), read_image(_beside(folder, output))
-        upsample = default_upsample(*reference.shape[1:])
-        score = mad_batch(reference[None], adversarial[None], scale=scale, upsample_to=upsample)[0]
-        value = psnr(reference, adversarial)
-        scores.append({**entry, **score.to_dict(), "mad_upsampled_to": upsample,
-                       "psnr": None if value == float("inf") else value,
-                       "ssim": ssim(reference, adversarial)})
+        report = quality_report(_beside(folder, clean), _beside(folder, output), scale=scale,
+                                upsample_to="auto")
+        scores.append({**entry, **report.to_dict()})
     return {"folder": str(folder), "attack": summary.get("attack"), "model": summary.get("model"),
             "scale": scale, "scores": scores}
 

@@ -70,6 +70,9 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as error:
             raise ModelError(f"cannot read {path} as safetensors ({error}).") from error
+    if _is_torchscript_archive(path):
+        raise ModelError(f"{path} is a TorchScript file, not a weights file: give it as --model {path} "
+                         "(it holds its own weights), without --weights.")
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # UnpicklingError for forbidden objects, RuntimeError/EOFError for bad files
@@ -86,6 +89,16 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(content, Mapping) or not _is_tensor_map(content):
         raise ModelError(f"{path} does not hold a state dict (a mapping of parameter names to tensors).")
     return dict(content)
+
+
+def _is_torchscript_archive(path: Path) -> bool:
+    """True for a ``torch.jit.save`` archive (a zip holding compiled code), which ``torch.load`` rejects."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any("/code/" in name or name.endswith("/constants.pkl") for name in archive.namelist())
 
 
 def _first_line(error: Exception) -> str:

@@ -11,11 +11,12 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from smoothadv.core.errors import ShapeError
 from smoothadv.perceptual._inputs import to_uint8_array
-from smoothadv.perceptual.mad import MadResult, mad
+from smoothadv.perceptual.mad import MadResult, default_upsample, mad, mad_batch
 
 
 def psnr(reference, distorted) -> float:
@@ -78,24 +79,45 @@ class QualityReport:
     mad: MadResult
     psnr: float
     ssim: float
+    mad_upsampled_to: int | None = None
 
     def to_dict(self) -> dict:
         """Flat JSON-ready dict; an infinite PSNR becomes None (JSON has no infinity)."""
         return {
             **self.mad.to_dict(),
             "mad_channels": "luminance (MATLAB rgb2gray weights), as the original MAD",
+            "mad_upsampled_to": self.mad_upsampled_to,
             "psnr": None if math.isinf(self.psnr) else self.psnr,
             "ssim": self.ssim,
         }
 
 
-def quality_report(reference, distorted, *, scale: str = "2011") -> QualityReport:
+def quality_report(reference, distorted, *, scale: str = "2011",
+                   upsample_to: int | str | None = None) -> QualityReport:
     """MAD (on ``scale``; of the luminance, like the original MAD), PSNR and SSIM (per colour channel) of
     one image pair (paths, arrays or tensors) of the same size and channels.
+
+    Args:
+        reference, distorted: the pair.
+        scale: MAD scale, ``"2011"`` or ``"2010"``.
+        upsample_to: side both images are upsampled to (nearest neighbour) for MAD only; ``"auto"``: the
+            evaluation's rule (:func:`~smoothadv.perceptual.mad.default_upsample`, 4x below 34 pixels).
 
     Raises:
         ShapeError: the two images differ in size or channels.
     """
     ref, dst = _pair(reference, distorted)
-    mad_result = mad(ref, dst, scale=scale)
-    return QualityReport(mad=mad_result, psnr=psnr(ref, dst), ssim=ssim(ref, dst))
+    if upsample_to == "auto":
+        upsample_to = default_upsample(*ref.shape[:2])
+    if upsample_to is None:
+        mad_result = mad(ref, dst, scale=scale)
+    else:
+        mad_result = mad_batch(_as_batch(ref), _as_batch(dst), scale=scale, upsample_to=upsample_to)[0]
+    return QualityReport(mad=mad_result, psnr=psnr(ref, dst), ssim=ssim(ref, dst),
+                         mad_upsampled_to=upsample_to)
+
+
+def _as_batch(array: np.ndarray) -> torch.Tensor:
+    """(H, W) or (H, W, 3) uint8 -> (1, C, H, W) uint8 tensor."""
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    return (tensor[None] if tensor.dim() == 2 else tensor.permute(2, 0, 1))[None]
