@@ -20,7 +20,7 @@ from smoothadv.perceptual import (
 )
 
 
-def slow_magnify(image, beta, spatial_sigma, range_sigma, radius, global_term="residual_rms"):
+def slow_magnify(image, beta, spatial_sigma, range_sigma, radius):
     """Eq. (22) one pixel at a time with plain Python floats; image is (C, H, W)."""
     x = image.tolist()
     channels, height, width = len(x), len(x[0]), len(x[0][0])
@@ -47,12 +47,9 @@ def slow_magnify(image, beta, spatial_sigma, range_sigma, radius, global_term="r
     squared = [[[v * v for v in row] for row in plane] for plane in residual]
     out = torch.zeros(channels, height, width, dtype=torch.float64)
     for c in range(channels):
-        if global_term == "residual_rms":
-            global_scale = math.sqrt(sum(v for row in squared[c] for v in row) / (height * width))
-        else:
-            values = [v for row in x[c] for v in row]
-            mean = sum(values) / len(values)
-            global_scale = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+        values = [v for row in x[c] for v in row]
+        mean = sum(values) / len(values)
+        global_scale = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
         for i in range(height):
             for j in range(width):
                 local = math.sqrt(filtered(squared, c, i, j))
@@ -60,16 +57,34 @@ def slow_magnify(image, beta, spatial_sigma, range_sigma, radius, global_term="r
     return out
 
 
+def test_eq22_by_hand():
+    # A 1x3 grey image [0, 0.3, 0.9], radius 1, both sigmas 1e6: every filter weight is 1 to within 1e-12,
+    # so each bilateral filter is the mean over the window, truncated at the borders (2, 3, 2 pixels).
+    image = torch.tensor([[[0.0, 0.3, 0.9]]], dtype=torch.float64)
+    out = magnify(image, beta=0.8, spatial_sigma=1e6, range_sigma=1e6, radius=1)
+    mu = [0.15, 0.4, 0.6]                                   # (0 + .3) / 2, (0 + .3 + .9) / 3, (.3 + .9) / 2
+    residual = [-0.15, -0.1, 0.3]                           # x - mu
+    squared = [0.0225, 0.01, 0.09]
+    local = [math.sqrt((0.0225 + 0.01) / 2), math.sqrt((0.0225 + 0.01 + 0.09) / 3),
+             math.sqrt((0.01 + 0.09) / 2)]
+    sigma_omega = math.sqrt(((0 - 0.4) ** 2 + (0.3 - 0.4) ** 2 + (0.9 - 0.4) ** 2) / 3)  # std of x: 0.3742
+    assert residual == pytest.approx([x - m for x, m in zip([0.0, 0.3, 0.9], mu, strict=True)])
+    assert squared == pytest.approx([r * r for r in residual])
+    expected = [r / (0.8 * s + 0.2 * sigma_omega) for r, s in zip(residual, local, strict=True)]
+    assert out[0, 0].tolist() == pytest.approx(expected, rel=1e-9)
+    assert out[0, 0].tolist() == pytest.approx([-0.848351, -0.422849, 1.182412], abs=1e-6)
+
+
 @pytest.mark.parametrize(
-    ("spatial_sigma", "radius", "beta", "global_term"),
-    [(1.5, None, 0.8, "residual_rms"), (5.0, None, 0.5, "image_std"), (2.0, 1, 1.0, "residual_rms")],
+    ("spatial_sigma", "radius", "beta"),
+    [(1.5, None, 0.8), (5.0, None, 0.5), (2.0, 1, 1.0)],
 )
-def test_matches_per_pixel_loop(spatial_sigma, radius, beta, global_term):
+def test_matches_per_pixel_loop(spatial_sigma, radius, beta):
     gen = torch.Generator().manual_seed(0)
     image = torch.rand(3, 9, 11, dtype=torch.float64, generator=gen)
-    fast = magnify(image, beta=beta, spatial_sigma=spatial_sigma, radius=radius, global_term=global_term)
+    fast = magnify(image, beta=beta, spatial_sigma=spatial_sigma, radius=radius)
     used_radius = math.ceil(2.326 * spatial_sigma) if radius is None else radius
-    slow = slow_magnify(image, beta, spatial_sigma, 0.2, used_radius, global_term)
+    slow = slow_magnify(image, beta, spatial_sigma, 0.2, used_radius)
     torch.testing.assert_close(fast, slow, rtol=1e-10, atol=1e-10)
 
 

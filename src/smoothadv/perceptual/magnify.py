@@ -4,12 +4,12 @@
 
 ``mu`` is the bilateral filter of ``x`` (the local mean), ``sigma_x`` the square root of the bilateral
 filter of the squared residual ``(x - mu)^2`` guided by ``x`` (a local RMS), and ``sigma_Omega`` the global
-RMS of each channel's residual. Every channel is filtered on its own, but the range kernel uses one
-photometric distance per pixel pair, the Euclidean distance over all channels. Following the authors'
-experiments: range sigma 0.2 on [0, 1] values, spatial sigma 5 (Fig. 1), window radius
-``ceil(2.326 sigma)`` truncated and renormalised at the borders, ``beta = 0.8``. Images shown side by side
-are then mapped to [0, 1] with ONE shared min-max stretch (:func:`stretch_together`), so that their
-magnified noise levels can be compared.
+standard deviation of each channel of ``x``, as Appendix 1 says and the authors' code computes. Every
+channel is filtered on its own, but the range kernel uses one photometric distance per pixel pair, the
+Euclidean distance over all channels. Following the authors' experiments: range sigma 0.2 on [0, 1]
+values, spatial sigma 5 (Fig. 1), window radius ``ceil(2.326 sigma)`` truncated and renormalised at the
+borders, ``beta = 0.8``. Images shown side by side are then mapped to [0, 1] with ONE shared min-max
+stretch (:func:`stretch_together`), so that their magnified noise levels can be compared.
 
 Natural images are locally smooth, so the magnified original shows mostly edges and texture; additive
 high-frequency perturbations stand out as noise in flat regions, while a perturbation that follows the
@@ -24,16 +24,16 @@ import torch
 from torch import nn
 
 from smoothadv.core.errors import ConfigError, InputError, ShapeError
-from smoothadv.core.validation import check_choice, check_finite, check_positive
+from smoothadv.core.validation import check_finite, check_keywords, check_positive
 from smoothadv.ops.bilateral import bilateral_filter
 
-GLOBAL_TERMS = ("residual_rms", "image_std")
 #: Spatial sigma of the paper's Fig. 1 (the authors used 3 in other experiments).
 DEFAULT_SPATIAL_SIGMA = 5.0
 DEFAULT_RANGE_SIGMA = 0.2
 DEFAULT_BETA = 0.8
 
 
+@check_keywords
 def magnify(
     image: torch.Tensor,
     *,
@@ -41,7 +41,6 @@ def magnify(
     spatial_sigma: float = DEFAULT_SPATIAL_SIGMA,
     range_sigma: float = DEFAULT_RANGE_SIGMA,
     radius: int | None = None,
-    global_term: str = "residual_rms",
 ) -> torch.Tensor:
     """Adversarial magnification of eq. (22), before any display stretch.
 
@@ -51,8 +50,6 @@ def magnify(
         spatial_sigma: spatial standard deviation of the bilateral filters, in pixels.
         range_sigma: range standard deviation of the bilateral filters, on [0, 1] values.
         radius: window half-width; default ``ceil(2.326 * spatial_sigma)``.
-        global_term: ``"residual_rms"`` (default, the authors' code: per channel RMS of ``x - mu``) or
-            ``"image_std"`` (per channel standard deviation of ``x``, the literal wording of Appendix 1).
 
     Returns:
         magnified image of the same shape, dtype and device (unbounded, roughly zero-mean). Where the
@@ -79,7 +76,6 @@ def magnify(
         spatial_sigma=spatial_sigma,
         range_sigma=range_sigma,
         radius=radius,
-        global_term=global_term,
     )
 
     batch = image.detach().unsqueeze(0) if image.dim() == 3 else image.detach()
@@ -91,23 +87,20 @@ def magnify(
         residual = torch.where(residual.abs() <= tolerance, torch.zeros_like(residual), residual)
         squared = residual * residual
         local = bilateral_filter(squared, guide=batch, **filter_args).clamp_min(0).sqrt()
-        if global_term == "residual_rms":
-            global_scale = squared.mean(dim=(2, 3), keepdim=True).sqrt()
-        else:
-            global_scale = batch.std(dim=(2, 3), keepdim=True, unbiased=False)
+        global_scale = batch.std(dim=(2, 3), keepdim=True, unbiased=False)  # sigma_Omega, per channel
         denominator = beta * local + (1.0 - beta) * global_scale
         positive = denominator > 0
         out = torch.where(positive, residual / torch.where(positive, denominator, 1.0), 0.0)
     return out[0] if image.dim() == 3 else out
 
 
+@check_keywords
 def check_magnify_parameters(
     *,
     beta: float = DEFAULT_BETA,
     spatial_sigma: float = DEFAULT_SPATIAL_SIGMA,
     range_sigma: float = DEFAULT_RANGE_SIGMA,
     radius: int | None = None,
-    global_term: str = "residual_rms",
 ) -> None:
     """Raise :class:`ConfigError` unless the parameters of :func:`magnify` are valid."""
     if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0.0 <= beta <= 1.0:
@@ -116,7 +109,6 @@ def check_magnify_parameters(
     check_positive(range_sigma, "range_sigma")
     if radius is not None and (isinstance(radius, bool) or not isinstance(radius, int) or radius < 0):
         raise ConfigError(f"radius must be None or an integer >= 0; got {radius!r}.")
-    check_choice(global_term, GLOBAL_TERMS, "global_term")
 
 
 def stretch_together(images: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -148,7 +140,7 @@ def magnify_together(images: Sequence[torch.Tensor], **magnify_kwargs) -> list[t
 
     Args:
         images: (C, H, W) or (B, C, H, W) tensors in [0, 1]; sizes may differ.
-        **magnify_kwargs: ``beta``, ``spatial_sigma``, ``range_sigma``, ``radius``, ``global_term``.
+        **magnify_kwargs: ``beta``, ``spatial_sigma``, ``range_sigma``, ``radius``.
 
     Returns:
         the magnified images in [0, 1], same shapes, one shared stretch.
@@ -165,7 +157,6 @@ class Magnify(nn.Module):
         spatial_sigma: float = DEFAULT_SPATIAL_SIGMA,
         range_sigma: float = DEFAULT_RANGE_SIGMA,
         radius: int | None = None,
-        global_term: str = "residual_rms",
     ) -> None:
         super().__init__()
         self.kwargs = {
@@ -173,7 +164,6 @@ class Magnify(nn.Module):
             "spatial_sigma": spatial_sigma,
             "range_sigma": range_sigma,
             "radius": radius,
-            "global_term": global_term,
         }
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:

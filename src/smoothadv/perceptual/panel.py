@@ -107,7 +107,7 @@ def magnify_files(
         paths: input image files (any size; grey or colour).
         out_dir: output folder; ``<stem>_mag.png`` per input and ``panel_name`` (with 2 or more inputs).
         panel_name: file name of the side-by-side panel.
-        **magnify_kwargs: ``beta``, ``spatial_sigma``, ``range_sigma``, ``radius``, ``global_term``.
+        **magnify_kwargs: ``beta``, ``spatial_sigma``, ``range_sigma``, ``radius``.
 
     Returns:
         ``{"inputs": [...], "outputs": [...], "panel": path or None, "parameters": {...}}``.
