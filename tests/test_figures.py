@@ -133,6 +133,25 @@ def test_figure4_writes_scores_consistent_with_mad(tmp_path):
     adversarial = attack(images[:1], labels[:1]).adversarial[0]
     assert result.records[0]["mad_cw"] == pytest.approx(mad(images[0], adversarial, scale="2010").mad,
                                                         rel=1e-6)
+    # equal L2: C&W's perturbation rescaled to sC&W's norm, 8-bit; its MAD is scored the same way
+    for record in result.records:
+        assert record["l2_cw_equal_l2"] == pytest.approx(record["l2_scw"], abs=0.05 + 0.05 * record["l2_scw"])
+    if both:
+        expected = sum(r["mad_scw"] < r["mad_cw_equal_l2"] for r in both) / len(both)
+        assert result.fraction_scw_lower_equal_l2 == pytest.approx(expected)
+
+
+def test_rescale_to_l2_keeps_the_direction():
+    from smoothadv.experiments.figures import rescale_to_l2
+
+    originals = torch.full((2, 1, 8, 8), 0.5)
+    adversarial = originals.clone()
+    adversarial[0, 0, :2, :2] += 0.2
+    adversarial[1, 0, 3, 3] -= 0.4
+    out = rescale_to_l2(originals, adversarial, torch.tensor([0.2, 0.2]))
+    assert torch.allclose(out * 255, torch.round(out * 255))
+    assert torch.allclose((out - originals).flatten(1).norm(dim=1), torch.tensor([0.2, 0.2]), atol=2 / 255)
+    assert bool(((out - originals)[0, 0, :2, :2] > 0).all()) and float(out[1, 0, 3, 3]) < 0.5
 
 
 def figures_make_attack(name, model):
@@ -160,9 +179,9 @@ def test_cli_figure_json(tmp_path, monkeypatch, capsys):
     def fake_figure4(model, *, limit, scale, out_dir, cw_overrides, device):
         seen.update(model=model.model, limit=limit, scale=scale, out_dir=out_dir, cw=cw_overrides)
         return {"figure": "figure4", "model": model.model, "attacked": 1, "scale": scale, "path": "p",
-                "table": "t",
-                "seconds": 1.0, "fraction_scw_lower": 1.0, "scored": 1,
-                "records": [{"id": "a", "mad_cw": 0.2, "mad_scw": 0.1}]}
+                "table": "t", "seconds": 1.0, "fraction_scw_lower": 1.0, "fraction_scw_lower_equal_l2": 0.0,
+                "scored": 1, "records": [{"id": "a", "mad_cw": 0.2, "mad_scw": 0.1, "l2_cw": 2.0,
+                                          "l2_scw": 1.0, "mad_cw_equal_l2": 0.05}]}
 
     monkeypatch.setattr(figures, "figure4_for_model", fake_figure4)
     code = main(["figure", "figure4", "--limit", "3", "--scale", "2011", "--out", str(tmp_path),

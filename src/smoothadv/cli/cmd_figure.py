@@ -55,14 +55,17 @@ def run(args) -> int:
     else:
         payload = figures.figure4_for_model(spec, limit=args.limit, scale=args.scale, out_dir=args.out,
                                             cw_overrides=overrides, device=where.device)
-        fraction = payload["fraction_scw_lower"]
-        shown = "n/a" if fraction is None else f"{100 * fraction:.1f}%"
+        shown, shown_equal = (
+            "n/a" if value is None else f"{100 * value:.1f}%"
+            for value in (payload["fraction_scw_lower"], payload["fraction_scw_lower_equal_l2"]))
         lines = [f"Figure 4 ({payload['model']}, {payload['attacked']} correctly classified images, "
                  f"MAD scale {payload['scale']}) -> {payload['path']}, {payload['table']}",
                  f"C&W/sC&W: {args.cw_binary_steps} binary steps x {args.cw_steps} iterations; "
                  f"{payload['seconds']:.0f} s",
-                 f"sC&W has the lower MAD on {shown} of {payload['scored']} images (paper: 93% of 1000)"]
-        lines += [f"  {r['id']}: MAD C&W {r['mad_cw']:.4g}  sC&W {r['mad_scw']:.4g}"
+                 f"sC&W has the lower MAD on {shown} of {payload['scored']} images (paper: 93% of 1000); "
+                 f"at equal L2 (C&W's perturbation rescaled to sC&W's norm): {shown_equal}"]
+        lines += [f"  {r['id']}: L2 C&W {r['l2_cw']:.3f} sC&W {r['l2_scw']:.3f}; MAD C&W {r['mad_cw']:.4g} "
+                  f"sC&W {r['mad_scw']:.4g}, C&W at sC&W's L2 {r['mad_cw_equal_l2']:.4g}"
                   for r in payload["records"]]
     payload["runtime"] = where.to_dict()
     lines.append(where.describe())

@@ -29,7 +29,7 @@ from torch import nn
 
 from smoothadv.attacks import ATTACKS, make_attack
 from smoothadv.core.errors import InputError, ShapeError
-from smoothadv.core.images import read_image
+from smoothadv.core.images import quantize_8bit, read_image
 from smoothadv.core.validation import check_choice, make_output_dir
 from smoothadv.experiments.defaults import default_dataset, preset_for_model
 from smoothadv.models.spec import ModelSpec
@@ -79,8 +79,10 @@ class Figure4Result:
     Attributes:
         path: scatter plot file. table: per-image CSV file (None when not written).
         records: per image ``{"id", "label", "mad_cw", "mad_scw", "l2_cw", "l2_scw", "success_cw",
-            "success_scw"}``.
+            "success_scw", "mad_cw_equal_l2", "l2_cw_equal_l2"}``.
         fraction_scw_lower: share of the scored images (both attacks successful) where sC&W's MAD is lower.
+        fraction_scw_lower_equal_l2: the same share at equal distortion: C&W's perturbation rescaled to
+            sC&W's L2 norm (then clipped to [0, 1] and rounded to 8 bits, see :func:`rescale_to_l2`).
         scored: number of images in that fraction. attacked: images attacked (correctly classified).
         skipped_misclassified: images left out because the model got them wrong.
         scale: MAD scale. settings: attack settings. seconds: wall time.
@@ -90,6 +92,7 @@ class Figure4Result:
     table: Path | None
     records: list[dict[str, Any]]
     fraction_scw_lower: float
+    fraction_scw_lower_equal_l2: float
     scored: int
     attacked: int
     skipped_misclassified: int
@@ -101,7 +104,8 @@ class Figure4Result:
         """JSON-ready summary."""
         return {"figure": "figure4", "path": str(self.path),
                 "table": None if self.table is None else str(self.table),
-                "fraction_scw_lower": self.fraction_scw_lower, "scored": self.scored,
+                "fraction_scw_lower": self.fraction_scw_lower,
+                "fraction_scw_lower_equal_l2": self.fraction_scw_lower_equal_l2, "scored": self.scored,
                 "attacked": self.attacked, "skipped_misclassified": self.skipped_misclassified,
                 "scale": self.scale, "settings": self.settings, "seconds": self.seconds,
                 "records": self.records}
@@ -306,19 +310,24 @@ def figure4(
         index = keep[k:k + batch_size]
         x, y = images[index], labels[index]
         results = {key: attack(x, y) for key, attack in attacks.items()}
+        equal = rescale_to_l2(x, results["cw"].adversarial, results["scw"].l2)
         scores = {key: mad_batch(x, r.adversarial, scale=scale, upsample_to=upsample_to)
                   for key, r in results.items()}
+        scores["cw_equal"] = mad_batch(x, equal, scale=scale, upsample_to=upsample_to)
+        equal_l2 = (equal - x).flatten(1).norm(dim=1)
         for j, i in enumerate(index):
             records.append({
                 "id": ids[i], "label": int(labels[i]),
                 "mad_cw": scores["cw"][j].mad, "mad_scw": scores["scw"][j].mad,
                 "l2_cw": float(results["cw"].l2[j]), "l2_scw": float(results["scw"].l2[j]),
                 "success_cw": bool(results["cw"].success[j]), "success_scw": bool(results["scw"].success[j]),
+                "mad_cw_equal_l2": scores["cw_equal"][j].mad, "l2_cw_equal_l2": float(equal_l2[j]),
             })
     both = [r for r in records if r["success_cw"] and r["success_scw"]]
-    fraction = float("nan")
+    fraction = fraction_equal = float("nan")
     if both:
         fraction = fraction_lower([r["mad_scw"] for r in both], [r["mad_cw"] for r in both])
+        fraction_equal = fraction_lower([r["mad_scw"] for r in both], [r["mad_cw_equal_l2"] for r in both])
     seconds = time.perf_counter() - start
     out_dir = Path(out_dir)
     caption = f"sC&W lower on {100 * fraction:.0f}% of {len(both)} images (MAD {scale})"
@@ -329,18 +338,36 @@ def figure4(
                             out_dir / f"{name}.png", title=caption)
     settings = {"preset": preset, "cw_overrides": cw_overrides, "upsample_to": upsample_to}
     result = Figure4Result(path=plot, table=out_dir / f"{name}.csv", records=records,
-                           fraction_scw_lower=fraction, scored=len(both), attacked=len(keep),
+                           fraction_scw_lower=fraction, fraction_scw_lower_equal_l2=fraction_equal,
+                           scored=len(both), attacked=len(keep),
                            skipped_misclassified=len(images) - len(keep), scale=scale, settings=settings,
                            seconds=seconds)
     with open(out_dir / f"{name}.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(records[0]))
         writer.writeheader()
         writer.writerows(records)
-    summary = result.to_dict()
-    if math.isnan(fraction):
-        summary["fraction_scw_lower"] = None
+    summary = _json_ready(result.to_dict())
     (out_dir / f"{name}.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return result
+
+
+def rescale_to_l2(originals: torch.Tensor, adversarial: torch.Tensor,
+                  target_l2: torch.Tensor) -> torch.Tensor:
+    """``originals + r * target / ||r||`` with ``r = adversarial - originals``, clipped to [0, 1] and rounded
+    to 8 bits: a perturbation of the same direction at another distortion (the rounding moves the L2 by
+    about 1/255 per changed pixel; the result need not fool the model).
+
+    Shapes: (B, C, H, W), (B, C, H, W), (B,) -> (B, C, H, W).
+    """
+    perturbation = adversarial - originals
+    norms = perturbation.flatten(1).norm(dim=1).clamp_min(1e-12)
+    factor = (target_l2.to(perturbation.dtype) / norms).view(-1, *([1] * (perturbation.dim() - 1)))
+    return quantize_8bit((originals + perturbation * factor).clamp(0.0, 1.0))
+
+
+def _json_ready(summary: dict[str, Any]) -> dict[str, Any]:
+    """NaN fractions (no image scored) become None: JSON has no NaN."""
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in summary.items()}
 
 
 def _load_image_for(spec: ModelSpec, image: str | Path | None, index: int):
@@ -402,8 +429,6 @@ def figure4_for_model(model: str | ModelSpec = "efficientnet-lite0", *, limit: i
     result = figure4(network, images, labels, out_dir, ids=ids, preset=preset_for_model(spec),
                      cw_overrides=cw_overrides, scale=scale, upsample_to=upsample,
                      note=f"{spec.display_name}, C&W/sC&W {_steps(cw_overrides)}")
-    payload = result.to_dict()
-    if math.isnan(result.fraction_scw_lower):
-        payload["fraction_scw_lower"] = None
+    payload = _json_ready(result.to_dict())
     return {**payload, "model": spec.display_name, "dataset": dataset.source, "limit": limit,
             "dataset_size": len(dataset)}
