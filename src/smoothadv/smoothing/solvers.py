@@ -289,7 +289,26 @@ def _thread_map(function, items: list) -> list:
         return list(pool.map(function, items))
 
 
-class CGSolver(LaplacianSolver):
+class IterativeSolver(LaplacianSolver):
+    """Shared set-up of the matrix-free solvers: a relative-residual tolerance and an iteration cap.
+
+    Attributes:
+        tol, maxiter: as given (checked). last_iterations, last_residual: of the last :meth:`solve`.
+    """
+
+    kind = "iterative"
+
+    def __init__(self, graph: PixelGraph, alpha: float, *, tol: float = 1e-6, maxiter: int = 1000):
+        super().__init__(graph, alpha)
+        check_positive(tol, f"{self.name} tol")
+        if isinstance(maxiter, bool) or not isinstance(maxiter, int) or maxiter < 1:
+            raise ConfigError(f"{self.name} maxiter must be an integer >= 1; got {maxiter!r}.")
+        self.tol, self.maxiter = tol, maxiter
+        self.last_iterations = 0
+        self.last_residual = float("nan")
+
+
+class CGSolver(IterativeSolver):
     """Batched, matrix-free conjugate gradient: one independent system per image and channel.
 
     Args:
@@ -303,18 +322,8 @@ class CGSolver(LaplacianSolver):
     """
 
     name = "cg"
-    kind = "iterative"
     #: Convergence is tested every this many iterations (each test synchronises a GPU).
     check_every = 10
-
-    def __init__(self, graph: PixelGraph, alpha: float, *, tol: float = 1e-6, maxiter: int = 1000):
-        super().__init__(graph, alpha)
-        check_positive(tol, "cg tol")
-        if not isinstance(maxiter, int) or maxiter < 1:
-            raise ConfigError(f"cg maxiter must be an integer >= 1; got {maxiter!r}.")
-        self.tol, self.maxiter = tol, maxiter
-        self.last_iterations = 0
-        self.last_residual = float("nan")
 
     def solve(self, rhs: torch.Tensor) -> torch.Tensor:
         dims = (-2, -1)
@@ -374,7 +383,7 @@ def chebyshev_iterations(lower: float, upper: float, tol: float) -> int:
     return iterations
 
 
-class ChebyshevSolver(LaplacianSolver):
+class ChebyshevSolver(IterativeSolver):
     """Batched, matrix-free Chebyshev iteration on the spectrum ``[1, (1 + alpha) / (1 - alpha)]`` of
     ``L_alpha`` (exact for 4-neighbour grids, which are bipartite; an enclosure for 8 neighbours).
 
@@ -397,20 +406,13 @@ class ChebyshevSolver(LaplacianSolver):
     """
 
     name = "chebyshev"
-    kind = "iterative"
     max_refinements = 3
 
     def __init__(self, graph: PixelGraph, alpha: float, *, tol: float = 1e-6, maxiter: int = 1000):
-        super().__init__(graph, alpha)
-        check_positive(tol, "tol")
-        if not isinstance(maxiter, int) or maxiter < 1:
-            raise ConfigError(f"maxiter must be an integer >= 1; got {maxiter!r}.")
-        self.tol = tol
+        super().__init__(graph, alpha, tol=tol, maxiter=maxiter)
         self.lower, self.upper = 1.0, (1.0 + self.alpha) / (1.0 - self.alpha)
         self.iterations = min(chebyshev_iterations(self.lower, self.upper, tol), maxiter)
         self._weights64: torch.Tensor | None = None
-        self.last_iterations = 0
-        self.last_residual = float("nan")
 
     def solve(self, rhs: torch.Tensor) -> torch.Tensor:
         target = rhs.to(torch.float64)
