@@ -26,4 +26,4 @@ timeout 150 "$PY" -m pytest -q -p no:cacheprovider -m cuda tests/test_smoothing.
     > "$OUT/cuda-tests.txt" 2>&1
 echo "cuda tests exit status $?" >> "$OUT/cuda-tests.txt"
 tail -n 25 "$OUT/cuda-tests.txt"
-timeout 200 "$PY" benchmarks/gpu.py --device cuda --json "$OUT/gpu.json" 2>&1 | tee "$OUT/gpu.txt"
+timeout 90 "$PY" benchmarks/gpu.py --device cuda --json "$OUT/gpu.json" 2>&1 | tee "$OUT/gpu.txt"
