@@ -37,7 +37,6 @@ from smoothadv.attacks.presets import SMOOTHING
 from smoothadv.core.errors import ConvergenceWarning
 from smoothadv.core.runtime import resolve_device
 from smoothadv.smoothing import Smoothing
-from smoothadv.smoothing.graph import shift
 
 #: name -> (side, channels, batch, preset, solvers)
 CASES = {
@@ -82,13 +81,7 @@ def smooth_guides(side: int, channels: int, batch: int, device: torch.device) ->
 
 def true_residual(smoother, x: torch.Tensor, z: torch.Tensor) -> float:
     """Largest ``||L_alpha x - z|| / ||z||`` over images and channels, in float64."""
-    graph, alpha = smoother.solver.graph, smoother.solver.alpha
-    weights, x64 = graph.normalized_weights.double(), x.double()
-    adjacency = torch.zeros_like(x64)
-    for k, (dy, dx) in enumerate(graph.offsets):
-        weight = weights[:, :, k]
-        adjacency = adjacency + weight * shift(x64, dy, dx) + shift(weight * x64, -dy, -dx)
-    residual = (x64 - alpha * adjacency) / (1 - alpha) - z.double()
+    residual = smoother.solver.matvec(x.double()) - z.double()
     return float((residual.norm(dim=(-2, -1)) / z.double().norm(dim=(-2, -1))).max())
 
 
@@ -142,7 +135,10 @@ def bench_attacks(model, side: int, batch: int, steps: int, device: torch.device
             "ratio": seconds["scw"] / seconds["cw"]}
 
 
-def run(device: torch.device, quick: bool, repeats: int, steps: int) -> dict:
+def run(device: torch.device, quick: bool, repeats: int, steps: int,
+        report: Callable[[dict], None] = lambda results: None) -> dict:
+    """Measure every case; ``report(results)`` is called after each one (partial results survive a
+    time limit)."""
     cases = QUICK_CASES if quick else CASES
     model = load_lite0(device)
     results = {"device": str(device), "device_name": torch.cuda.get_device_name(device)
@@ -161,8 +157,10 @@ def run(device: torch.device, quick: bool, repeats: int, steps: int) -> dict:
         for row in rows:
             row["over_lite0"] = None if classifier is None else row["fwd_bwd_ms"] / classifier
         results["cases"].append({"case": name, "auto": auto, "lite0_fwd_bwd_ms": classifier, "solvers": rows})
+        report(results)
     side = 48 if quick else 224
     results["attacks"] = bench_attacks(model, side, 2 if quick else 4, steps, device)
+    report(results)
     return results
 
 
@@ -180,7 +178,9 @@ def format_table(results: dict) -> str:
             steps = "" if row["steps_per_solve"] is None else str(row["steps_per_solve"])
             lines.append(f"  {row['solver']:10s} {row['setup_ms']:10.1f} {row['fwd_bwd_ms']:11.2f} "
                          f"{row['residual']:9.1e} {ratio:>8s} {steps:>6s}")
-    attacks = results["attacks"]
+    attacks = results.get("attacks")
+    if attacks is None:
+        return "\n".join(lines)
     lines.append(f"\nsC&W / C&W on Lite0, {attacks['batch']} images {attacks['side']}x{attacks['side']}, "
                  f"1 x {attacks['steps']} iterations (set-up included): {attacks['ratio']:.2f} "
                  f"({attacks['scw_s']:.2f} s vs {attacks['cw_s']:.2f} s)")
@@ -195,11 +195,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=20, help="C&W/sC&W iterations (one search step)")
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
-    results = run(resolve_device(args.device), args.quick, args.repeats, args.steps)
-    print(format_table(results))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    def report(results: dict) -> None:
+        print(format_table(results).split("\n\n")[-1] if results["cases"] else "", flush=True)
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+
+    results = run(resolve_device(args.device), args.quick, args.repeats, args.steps, report)
+    print("\n" + format_table(results))
     return 0
 
 

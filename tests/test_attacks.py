@@ -123,7 +123,7 @@ def test_binary_search_lowers_distortion(model, images):
 def flat_region_roughness(perturbation: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
     """Energy of perturbation differences across 4-neighbour edges where the guide is flat, relative to
     the perturbation's energy: sum_{flat edges} (r_i - r_j)^2 / sum_i r_i^2, per image (lower = smoother)."""
-    rough = torch.zeros(len(perturbation))
+    rough = torch.zeros(len(perturbation), device=perturbation.device)
     for dim in (2, 3):
         d_guide = guide.diff(dim=dim).abs()
         d_pert = perturbation.diff(dim=dim)
@@ -271,27 +271,29 @@ class TestPreflight:
 
     def test_probabilities_warn(self, images):
         softmax_model = torch.nn.Sequential(tiny_classifier(), torch.nn.Softmax(dim=1)).eval()
+        softmax_model = softmax_model.to(images.device)
         with pytest.warns(PreflightWarning, match="probabilities"):
             make_attack("fgsm", softmax_model, preset="mnist")(images)
 
     def test_training_mode_warns(self, images):
         with pytest.warns(PreflightWarning, match="training mode"):
-            make_attack("fgsm", tiny_classifier().train(), preset="mnist")(images)
+            make_attack("fgsm", tiny_classifier().train().to(images.device), preset="mnist")(images)
 
     def test_zero_gradients_warn(self, images):
         class Constant(torch.nn.Module):
             def forward(self, x):
-                return torch.tensor([[2.0, 0.0]]).repeat(len(x), 1) + 0 * x.sum()
+                return torch.tensor([[2.0, 0.0]], device=x.device).repeat(len(x), 1) + 0 * x.sum()
 
         with pytest.warns(PreflightWarning, match="gradient is exactly zero"):
-            make_attack("pgd2", Constant().eval(), preset="mnist")(images, torch.zeros(6, dtype=torch.long))
+            make_attack("pgd2", Constant().eval(), preset="mnist")(images, torch.zeros(6, dtype=torch.long,
+                                                                                   device=images.device))
 
     def test_no_warning_for_clean_model(self, model, images):
         with warnings.catch_warnings():
             warnings.simplefilter("error", PreflightWarning)
             make_attack("fgsm", model, preset="mnist")(images)
 
-    def test_bad_configuration(self, model):
+    def test_bad_configuration(self, model, images):
         with pytest.raises(ConfigError):
             make_attack("nope", model, preset="mnist")
         with pytest.raises(ConfigError):
@@ -300,7 +302,7 @@ class TestPreflight:
             make_attack("cw", model, preset="mnist", steps=0)
         with pytest.raises(ConfigError):
             make_attack("deepfool", model, preset="mnist")(
-                blocky_images(2), targets=torch.zeros(2, dtype=torch.long))
+                images[:2], targets=torch.zeros(2, dtype=torch.long, device=images.device))
 
     def test_model_must_return_logits(self, images):
         with pytest.raises(ModelError):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from smoothadv.core.errors import ConfigError
+from smoothadv.core.validation import check_positive_int
 
 #: Upper bound of the default thread count (small models stop scaling well before it).
 MAX_DEFAULT_THREADS = 16
@@ -98,8 +99,8 @@ def set_runtime(device: str | torch.device | None = "cpu", threads: int | None =
         ConfigError: bad device (see :func:`resolve_device`) or a thread count below 1.
     """
     resolved = resolve_device(device)
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise ConfigError(f"threads must be a positive integer, got {threads!r}.")
+    if threads is not None:
+        check_positive_int(threads, "threads")
     chosen = threads is None
     count = default_threads() if chosen else threads
     torch.set_num_threads(count)

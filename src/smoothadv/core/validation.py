@@ -82,6 +82,12 @@ def check_choice(value: object, choices: tuple, name: str) -> None:
         raise ConfigError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}.")
 
 
+def check_positive_int(value: object, name: str) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is an integer >= 1 (``True`` is not an integer here)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
+
+
 def check_positive(value: float, name: str) -> None:
     """Raise :class:`ConfigError` unless ``value`` is a finite number > 0."""
     if not isinstance(value, (int, float)) or not value > 0 or value != value or value == float("inf"):

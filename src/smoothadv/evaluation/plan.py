@@ -14,7 +14,7 @@ from torch import nn
 from smoothadv.attacks import ATTACKS, Attack, make_attack
 from smoothadv.attacks.presets import check_preset
 from smoothadv.core.errors import ConfigError, InputError, ShapeError
-from smoothadv.core.validation import check_image_batch, check_keywords
+from smoothadv.core.validation import check_image_batch, check_keywords, check_positive_int
 from smoothadv.data import ImageDataset
 from smoothadv.perceptual.mad import default_upsample
 
@@ -82,10 +82,9 @@ class EvaluationPlan:
 
     def __post_init__(self) -> None:
         check_preset(self.preset)
-        checked = {"batch_size": self.batch_size, **({} if self.limit is None else {"limit": self.limit})}
-        for name, value in checked.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
+        check_positive_int(self.batch_size, "batch_size")
+        if self.limit is not None:
+            check_positive_int(self.limit, "limit")
         self.attacks = resolve_attacks(self.attacks)
         options = {}
         for name, values in (self.attack_options or {}).items():

@@ -22,7 +22,7 @@ import torch
 from smoothadv.attacks import ATTACKS, FIXED_DISTORTION_ATTACKS, make_attack
 from smoothadv.core.errors import ConfigError, InputError
 from smoothadv.core.images import read_image, save_image
-from smoothadv.core.validation import check_keywords, make_output_dir
+from smoothadv.core.validation import check_keywords, check_positive_int, make_output_dir
 from smoothadv.experiments.defaults import resolve_preset
 from smoothadv.models.spec import ModelSpec
 
@@ -68,8 +68,7 @@ def craft_files(model: str | ModelSpec, attack: str, inputs: Sequence[str | Path
     spec = ModelSpec.parse(model)
     if not inputs:
         raise ConfigError("give at least one input image.")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    check_positive_int(batch_size, "batch_size")
     paths = [Path(p) for p in inputs]
     if labels is not None:
         labels = _check_labels(labels, len(paths))

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from smoothadv.attacks import ATTACKS, make_attack
-from smoothadv.core.errors import InputError, ShapeError
+from smoothadv.core.errors import ConfigError, InputError, ShapeError
 from smoothadv.core.images import quantize_8bit, read_image
 from smoothadv.core.validation import check_choice, make_output_dir
 from smoothadv.experiments.defaults import default_dataset, preset_for_model
@@ -371,6 +371,8 @@ def _json_ready(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def _load_image_for(spec: ModelSpec, image: str | Path | None, index: int):
+    if image is None and spec.is_user_model:
+        raise ConfigError(f"{spec.model} is a user model, which has no default photos: give --image PATH.")
     if image is None:
         dataset = default_dataset(spec.model)
         if not 0 <= index < len(dataset):
@@ -415,6 +417,9 @@ def figure4_for_model(model: str | ModelSpec = "efficientnet-lite0", *, limit: i
     if limit is not None and limit < 1:
         raise InputError(f"--limit must be >= 1, got {limit}.")
     spec = ModelSpec.parse(model)
+    if spec.is_user_model:
+        raise ConfigError(f"figure4 runs on a registered model's default photos, not on {spec.model}; "
+                          "for your own model and images, `smoothadv evaluate --perceptual` scores MAD.")
     dataset = default_dataset(spec.model)
     network = spec.load(device)
     out_dir = make_output_dir(out_dir)

@@ -99,10 +99,6 @@ def run_evaluation(
     if Path(data).expanduser().is_dir():
         spec.require_input_size()  # a folder is prepared for the model's input: say so before the preset
     preset, preset_from = resolve_preset(spec, preset)
-    if data not in DATASETS and not Path(data).expanduser().is_dir():
-        raise ConfigError(
-            f"unknown data {data!r}: give mnist, imagenet-samples, or an existing image folder."
-        )
     net = spec.load(device)
     dataset = resolve_data(data, spec, net, limit=limit)
     if batch_size is None:

@@ -9,7 +9,7 @@ import torch
 
 from smoothadv.core.errors import ConfigError, ModelError
 from smoothadv.core.images import read_image
-from smoothadv.core.validation import check_keywords
+from smoothadv.core.validation import check_keywords, check_positive_int
 from smoothadv.models.spec import ModelSpec
 
 
@@ -43,8 +43,7 @@ def predict_files(
         ModelError: unknown model. ConfigError: a user model without a declared input size, ``top`` < 1
             or no images. DataError: an image cannot be read or does not fit the model.
     """
-    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
-        raise ConfigError(f"top must be a positive integer, got {top!r}.")
+    check_positive_int(top, "top")
     if not paths:
         raise ConfigError("give at least one image file.")
     spec = ModelSpec.parse(model)

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from smoothadv.core.errors import ConfigError, InferredDefaultWarning, ModelError, warn
+from smoothadv.core.validation import check_positive_int
 
 SPEC_SUFFIXES = (".toml", ".json")
 _LABEL_SETS = ("imagenet", "mnist")
@@ -72,9 +73,8 @@ class ModelSpec:
             raise ConfigError("give a model: a registry name (see `smoothadv models`), a TorchScript file "
                               "or package.module:factory.")
         for field_name in ("input_size", "resize"):
-            value = getattr(self, field_name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ConfigError(f"{field_name} must be a positive integer, got {value!r}.")
+            if getattr(self, field_name) is not None:
+                check_positive_int(getattr(self, field_name), field_name)
         if self.channels not in (None, 1, 3):
             raise ConfigError(f"channels must be 1 (grey) or 3 (RGB), got {self.channels!r}.")
         if self.resize is not None and self.input_size is not None and self.resize < self.input_size:
@@ -223,7 +223,8 @@ def check_model_runs(model: nn.Module, shape: Sequence[int], name: str, device: 
     Raises:
         ModelError: the forward pass fails, or its output is not (1, K) logits with K >= 2.
     """
-    probe = torch.full((1, *shape), 0.5, device=device)
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    probe = torch.full((1, *shape), 0.5, device=device, dtype=dtype)
     declared = f"a (1, {', '.join(map(str, shape))}) input"
     try:
         with torch.no_grad():

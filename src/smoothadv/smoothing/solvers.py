@@ -33,9 +33,9 @@ import scipy.sparse.linalg
 import torch
 
 from smoothadv.core.errors import ConfigError, ConvergenceWarning, warn
-from smoothadv.core.validation import check_positive
+from smoothadv.core.validation import check_positive, check_positive_int
 from smoothadv.smoothing import cholesky
-from smoothadv.smoothing.graph import PixelGraph, grid_edges, shift
+from smoothadv.smoothing.graph import PixelGraph, grid_edges
 
 
 class LaplacianSolver(ABC):
@@ -66,7 +66,10 @@ class LaplacianSolver(ABC):
         """
 
     def matvec(self, values: torch.Tensor) -> torch.Tensor:
-        """Product ``L_alpha v = (v - alpha Wn v) / (1 - alpha)`` (matrix-free); v of shape (B, C, H, W)."""
+        """Product ``L_alpha v = (v - alpha Wn v) / (1 - alpha)`` (matrix-free); v of shape (B, C, H, W).
+
+        Computed in the precision of ``v`` (float32 weights are promoted for a float64 ``v``).
+        """
         return (values - self.alpha * self.graph.adjacency_matvec(values)) / (1.0 - self.alpha)
 
 
@@ -290,22 +293,59 @@ def _thread_map(function, items: list) -> list:
 
 
 class IterativeSolver(LaplacianSolver):
-    """Shared set-up of the matrix-free solvers: a relative-residual tolerance and an iteration cap.
+    """Matrix-free solvers that guarantee a relative residual ``||L x - b|| / ||b|| <= tol``.
+
+    A subclass implements one pass (:meth:`_pass`) in the dtype of the right-hand side. :meth:`solve`
+    then measures the true residual of every system with a product in float64 (float32 on MPS, which has
+    no float64) and, where rounding or the recursion left it above ``tol``, solves the residual equation
+    again and adds the correction in that precision, up to :attr:`max_refinements` times and ``maxiter``
+    steps in all. A float32 solve thus meets 1e-6 although its own recursions drift (CG's recursive
+    residual can claim 1e-6 while the true one is 8e-6).
 
     Attributes:
-        tol, maxiter: as given (checked). last_iterations, last_residual: of the last :meth:`solve`.
+        tol, maxiter: as given (checked). last_iterations: steps spent by the last :meth:`solve` (all
+        passes). last_residual: the largest true relative residual it left.
     """
 
     kind = "iterative"
+    label = "iterative solver"
+    max_refinements = 3
 
     def __init__(self, graph: PixelGraph, alpha: float, *, tol: float = 1e-6, maxiter: int = 1000):
         super().__init__(graph, alpha)
         check_positive(tol, f"{self.name} tol")
-        if isinstance(maxiter, bool) or not isinstance(maxiter, int) or maxiter < 1:
-            raise ConfigError(f"{self.name} maxiter must be an integer >= 1; got {maxiter!r}.")
+        check_positive_int(maxiter, f"{self.name} maxiter")
         self.tol, self.maxiter = tol, maxiter
         self.last_iterations = 0
         self.last_residual = float("nan")
+
+    def solve(self, rhs: torch.Tensor) -> torch.Tensor:
+        exact = torch.float32 if rhs.device.type == "mps" else torch.float64
+        target = rhs.to(exact)
+        norms = target.pow(2).sum((-2, -1)).sqrt()
+        solution, residual = torch.zeros_like(target), target
+        reduction, steps, passes = self.tol, 0, 0
+        while True:
+            correction, used = self._pass(residual.to(rhs.dtype), reduction, self.maxiter - steps)
+            solution = solution + correction.to(exact)
+            steps, passes = steps + used, passes + 1
+            residual = target - self.matvec(solution)
+            per_system = residual.pow(2).sum((-2, -1)).sqrt() / norms.clamp_min(torch.finfo(exact).tiny)
+            relative = float(torch.where(norms > 0, per_system, 0.0).amax())
+            if relative <= self.tol or passes > self.max_refinements or steps >= self.maxiter:
+                break
+            reduction = min(0.5, 0.5 * self.tol / relative)  # what the correction must achieve, margin 2
+        self.last_iterations, self.last_residual = steps, relative
+        if relative > self.tol:
+            warn(f"{self.label} left relative residual {relative:.2e} > tol {self.tol:.0e} after {steps} "
+                 f"steps in {passes} pass(es); raise maxiter, lower alpha, or use solver='direct' for an "
+                 "exact solve.", ConvergenceWarning)
+        return solution.to(rhs.dtype)
+
+    def _pass(self, rhs: torch.Tensor, reduction: float, budget: int) -> tuple[torch.Tensor, int]:
+        """Approximate ``L^-1 rhs`` aiming at ``||L x - rhs|| <= reduction ||rhs||`` in at most ``budget``
+        steps; returns (x, steps used)."""
+        raise NotImplementedError
 
 
 class CGSolver(IterativeSolver):
@@ -313,28 +353,25 @@ class CGSolver(IterativeSolver):
 
     Args:
         graph, alpha: as for :class:`LaplacianSolver`.
-        tol: stop a system when ``||L x - b|| <= tol * ||b||``.
-        maxiter: iteration cap; reaching it with a residual above ``tol`` warns with the residual reached.
-
-    Attributes:
-        last_iterations: iterations used by the last call to :meth:`solve`.
-        last_residual: largest relative residual left by the last call.
+        tol: guaranteed ``||L x - b|| <= tol * ||b||`` (see :class:`IterativeSolver`).
+        maxiter: step cap over all passes; reaching it with a residual above ``tol`` warns with the
+            residual reached.
     """
 
     name = "cg"
+    label = "conjugate gradient"
     #: Convergence is tested every this many iterations (each test synchronises a GPU).
     check_every = 10
 
-    def solve(self, rhs: torch.Tensor) -> torch.Tensor:
+    def _pass(self, rhs: torch.Tensor, reduction: float, budget: int) -> tuple[torch.Tensor, int]:
         dims = (-2, -1)
         solution = torch.zeros_like(rhs)
         residual = rhs.clone()
         direction = residual.clone()
         rr = residual.pow(2).sum(dims, keepdim=True)
-        rhs_norm = rhs.pow(2).sum(dims, keepdim=True).sqrt()
-        threshold = (self.tol * rhs_norm) ** 2
+        threshold = reduction**2 * rr
         iteration = 0
-        while iteration < self.maxiter:
+        while iteration < budget:
             iteration += 1
             product = self.matvec(direction)
             curvature = (direction * product).sum(dims, keepdim=True)
@@ -347,16 +384,7 @@ class CGSolver(IterativeSolver):
             rr = rr_new
             if iteration % self.check_every == 0 and not bool((rr > threshold).any()):
                 break
-        relative = (rr.sqrt() / rhs_norm.clamp_min(torch.finfo(rhs.dtype).tiny)).amax()
-        self.last_iterations = iteration
-        self.last_residual = float(relative)
-        if self.last_residual > self.tol:
-            warn(
-                f"conjugate gradient stopped after {iteration} iterations with relative residual "
-                f"{self.last_residual:.2e} > tol {self.tol:.0e}; raise maxiter, lower alpha, or use "
-                "solver='direct' for an exact solve.",
-                ConvergenceWarning)
-        return solution
+        return solution, iteration
 
 
 def chebyshev_bound(lower: float, upper: float, iterations: int) -> float:
@@ -388,54 +416,30 @@ class ChebyshevSolver(IterativeSolver):
     ``L_alpha`` (exact for 4-neighbour grids, which are bipartite; an enclosure for 8 neighbours).
 
     Each step is one stencil product and three vector updates with coefficients computed on the host in
-    advance: no inner product, so no host synchronisation inside the loop (on a GPU the whole solve is
-    queued at once). The number of steps comes from the residual bound :func:`chebyshev_bound`. After
-    them, one float64 product measures the true residual of every system; where rounding (float32) left it
-    above ``tol``, the residual equation is solved the same way, with only the steps that the missing
-    factor needs, and the correction added in float64, up to :attr:`max_refinements` times.
+    advance: no inner product, so no host synchronisation inside a pass (on a GPU the whole pass is
+    queued at once). The number of steps comes from the residual bound :func:`chebyshev_bound`; a
+    correction pass (see :class:`IterativeSolver`) takes only the steps its reduction needs.
 
     Args:
         graph, alpha: as for :class:`LaplacianSolver`.
         tol: relative residual ``||L x - b|| / ||b||`` to guarantee.
-        maxiter: cap on the steps of one pass (below the bound's count, a warning reports the residual).
+        maxiter: step cap over all passes (below the bound's count, a warning reports the residual).
 
     Attributes:
-        iterations: steps per pass (from the bound, at most ``maxiter``).
-        last_iterations: steps spent by the last :meth:`solve` (all passes).
-        last_residual: largest true relative residual after the last :meth:`solve` (float64).
+        iterations: steps of the first pass (from the bound, at most ``maxiter``).
     """
 
     name = "chebyshev"
-    max_refinements = 3
+    label = "Chebyshev iteration"
 
     def __init__(self, graph: PixelGraph, alpha: float, *, tol: float = 1e-6, maxiter: int = 1000):
         super().__init__(graph, alpha, tol=tol, maxiter=maxiter)
         self.lower, self.upper = 1.0, (1.0 + self.alpha) / (1.0 - self.alpha)
         self.iterations = min(chebyshev_iterations(self.lower, self.upper, tol), maxiter)
-        self._weights64: torch.Tensor | None = None
 
-    def solve(self, rhs: torch.Tensor) -> torch.Tensor:
-        target = rhs.to(torch.float64)
-        norms = target.pow(2).sum((-2, -1)).sqrt().clamp_min(torch.finfo(torch.float64).tiny)
-        solution = self._iterate(rhs, self.iterations).to(torch.float64)
-        passes, steps = 1, self.iterations
-        while True:
-            residual = target - self._matvec64(solution)
-            relative = float((residual.pow(2).sum((-2, -1)).sqrt() / norms).amax())
-            if relative <= self.tol or passes > self.max_refinements:
-                break
-            # the correction must shrink the residual by tol / relative (with a margin of 2)
-            needed = chebyshev_iterations(self.lower, self.upper, min(0.5, 0.5 * self.tol / relative))
-            correction_steps = min(needed, self.iterations)
-            solution = solution + self._iterate(residual.to(rhs.dtype), correction_steps).to(torch.float64)
-            passes, steps = passes + 1, steps + correction_steps
-        self.last_iterations = steps
-        self.last_residual = relative
-        if relative > self.tol:
-            warn(f"Chebyshev iteration left relative residual {relative:.2e} > tol {self.tol:.0e} after "
-                 f"{passes} passes ({steps} steps); raise maxiter, use float64, or solver='direct' for an "
-                 "exact solve.", ConvergenceWarning)
-        return solution.to(rhs.dtype)
+    def _pass(self, rhs: torch.Tensor, reduction: float, budget: int) -> tuple[torch.Tensor, int]:
+        steps = min(chebyshev_iterations(self.lower, self.upper, reduction), budget)
+        return self._iterate(rhs, steps), steps
 
     def _iterate(self, rhs: torch.Tensor, steps: int) -> torch.Tensor:
         """``steps`` Chebyshev steps from ``x_0 = 0`` (Saad, Iterative Methods, Alg. 12.1)."""
@@ -454,16 +458,6 @@ class ChebyshevSolver(IterativeSolver):
             residual = residual - self.matvec(direction)
             rho = rho_next
         return solution
-
-    def _matvec64(self, values: torch.Tensor) -> torch.Tensor:
-        """``L_alpha v`` in float64 (the residual check), with the graph's weights cast once."""
-        if self._weights64 is None:
-            self._weights64 = self.graph.normalized_weights.to(torch.float64)
-        adjacency = torch.zeros_like(values)
-        for k, (dy, dx) in enumerate(self.graph.offsets):
-            weight = self._weights64[:, :, k]
-            adjacency = adjacency + weight * shift(values, dy, dx) + shift(weight * values, -dy, -dx)
-        return (values - self.alpha * adjacency) / (1.0 - self.alpha)
 
 
 #: The solver registry: ``Smoothing(solver=NAME)`` and :func:`make_solver` take these names
