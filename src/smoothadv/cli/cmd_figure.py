@@ -63,7 +63,10 @@ def run(args) -> int:
                  f"C&W/sC&W: {args.cw_binary_steps} binary steps x {args.cw_steps} iterations; "
                  f"{payload['seconds']:.0f} s",
                  f"sC&W has the lower MAD on {shown} of {payload['scored']} images (paper: 93% of 1000); "
-                 f"at equal L2 (C&W's perturbation rescaled to sC&W's norm): {shown_equal}"]
+                 f"at equal L2 (C&W's perturbation rescaled to sC&W's norm): {shown_equal}",
+                 "sC&W lower / tied / C&W lower: " + ", equal L2: ".join(
+                     f"{c['scw_lower']} / {c['equal']} / {c['cw_lower']}"
+                     for c in (payload["comparison"], payload["comparison_equal_l2"]))]
         lines += [f"  {r['id']}: L2 C&W {r['l2_cw']:.3f} sC&W {r['l2_scw']:.3f}; MAD C&W {r['mad_cw']:.4g} "
                   f"sC&W {r['mad_scw']:.4g}, C&W at sC&W's L2 {r['mad_cw_equal_l2']:.4g}"
                   for r in payload["records"]]

@@ -81,8 +81,10 @@ class Figure4Result:
         records: per image ``{"id", "label", "mad_cw", "mad_scw", "l2_cw", "l2_scw", "success_cw",
             "success_scw", "mad_cw_equal_l2", "l2_cw_equal_l2"}``.
         fraction_scw_lower: share of the scored images (both attacks successful) where sC&W's MAD is lower.
-        fraction_scw_lower_equal_l2: the same share at equal distortion: C&W's perturbation rescaled to
-            sC&W's L2 norm (then clipped to [0, 1] and rounded to 8 bits, see :func:`rescale_to_l2`).
+        fraction_scw_lower_equal_l2: the same share at equal distortion: C&W's perturbation rescaled so
+            that its 8-bit image has sC&W's L2 distortion (:func:`rescale_to_l2`).
+        comparison, comparison_equal_l2: :func:`compare_scores` of the scored images (lower / tied /
+            higher), without and with the rescaling.
         scored: number of images in that fraction. attacked: images attacked (correctly classified).
         skipped_misclassified: images left out because the model got them wrong.
         scale: MAD scale. settings: attack settings. seconds: wall time.
@@ -93,6 +95,8 @@ class Figure4Result:
     records: list[dict[str, Any]]
     fraction_scw_lower: float
     fraction_scw_lower_equal_l2: float
+    comparison: dict[str, int]
+    comparison_equal_l2: dict[str, int]
     scored: int
     attacked: int
     skipped_misclassified: int
@@ -105,7 +109,9 @@ class Figure4Result:
         return {"figure": "figure4", "path": str(self.path),
                 "table": None if self.table is None else str(self.table),
                 "fraction_scw_lower": self.fraction_scw_lower,
-                "fraction_scw_lower_equal_l2": self.fraction_scw_lower_equal_l2, "scored": self.scored,
+                "fraction_scw_lower_equal_l2": self.fraction_scw_lower_equal_l2,
+                "comparison": self.comparison, "comparison_equal_l2": self.comparison_equal_l2,
+                "scored": self.scored,
                 "attacked": self.attacked, "skipped_misclassified": self.skipped_misclassified,
                 "scale": self.scale, "settings": self.settings, "seconds": self.seconds,
                 "records": self.records}
@@ -339,6 +345,8 @@ def figure4(
     settings = {"preset": preset, "cw_overrides": cw_overrides, "upsample_to": upsample_to}
     result = Figure4Result(path=plot, table=out_dir / f"{name}.csv", records=records,
                            fraction_scw_lower=fraction, fraction_scw_lower_equal_l2=fraction_equal,
+                           comparison=compare_scores(*_pairs(both, "mad_cw")),
+                           comparison_equal_l2=compare_scores(*_pairs(both, "mad_cw_equal_l2")),
                            scored=len(both), attacked=len(keep),
                            skipped_misclassified=len(images) - len(keep), scale=scale, settings=settings,
                            seconds=seconds)
@@ -351,18 +359,44 @@ def figure4(
     return result
 
 
-def rescale_to_l2(originals: torch.Tensor, adversarial: torch.Tensor,
-                  target_l2: torch.Tensor) -> torch.Tensor:
-    """``originals + r * target / ||r||`` with ``r = adversarial - originals``, clipped to [0, 1] and rounded
-    to 8 bits: a perturbation of the same direction at another distortion (the rounding moves the L2 by
-    about 1/255 per changed pixel; the result need not fool the model).
+def rescale_to_l2(originals: torch.Tensor, adversarial: torch.Tensor, target_l2: torch.Tensor, *,
+                  steps: int = 40) -> torch.Tensor:
+    """The perturbation ``r = adversarial - originals`` scaled by ``s`` so that the 8-bit image
+    ``round(255 clip(originals + s r)) / 255`` is at L2 distance ``target_l2`` from ``originals`` (as
+    close as the 8-bit levels allow): the same direction at another distortion, measured on the image a
+    PNG would hold. ``s`` is found per image by bisection (the rounded L2 grows with ``s``, in steps); the
+    result need not fool the model.
 
     Shapes: (B, C, H, W), (B, C, H, W), (B,) -> (B, C, H, W).
     """
     perturbation = adversarial - originals
+    shape = (-1, *([1] * (perturbation.dim() - 1)))
+    target = target_l2.to(perturbation.dtype)
     norms = perturbation.flatten(1).norm(dim=1).clamp_min(1e-12)
-    factor = (target_l2.to(perturbation.dtype) / norms).view(-1, *([1] * (perturbation.dim() - 1)))
-    return quantize_8bit((originals + perturbation * factor).clamp(0.0, 1.0))
+    low, high = torch.zeros_like(norms), 4.0 * target / norms
+
+    def rounded(scale: torch.Tensor) -> torch.Tensor:
+        return quantize_8bit((originals + perturbation * scale.view(shape)).clamp(0.0, 1.0))
+
+    for _ in range(steps):
+        middle = (low + high) / 2
+        above = (rounded(middle) - originals).flatten(1).norm(dim=1) > target
+        high, low = torch.where(above, middle, high), torch.where(above, low, middle)
+    candidates = [rounded(low), rounded(high)]
+    gaps = [((c - originals).flatten(1).norm(dim=1) - target).abs() for c in candidates]
+    return torch.where((gaps[0] <= gaps[1]).view(shape), candidates[0], candidates[1])
+
+
+def _pairs(records: list[dict[str, Any]], cw_key: str) -> tuple[list[float], list[float]]:
+    return [r["mad_scw"] for r in records], [r[cw_key] for r in records]
+
+
+def compare_scores(mad_scw: Sequence[float], mad_cw: Sequence[float]) -> dict[str, int]:
+    """How many images sC&W's MAD is lower than, equal to (ties, e.g. both 0: below MAD's detection
+    threshold) and higher than C&W's."""
+    pairs = list(zip(mad_scw, mad_cw, strict=True))
+    return {"scw_lower": sum(s < c for s, c in pairs), "equal": sum(s == c for s, c in pairs),
+            "cw_lower": sum(s > c for s, c in pairs)}
 
 
 def _json_ready(summary: dict[str, Any]) -> dict[str, Any]:
