@@ -336,7 +336,8 @@ def figure4(
         fraction_equal = fraction_lower([r["mad_scw"] for r in both], [r["mad_cw_equal_l2"] for r in both])
     seconds = time.perf_counter() - start
     out_dir = Path(out_dir)
-    caption = f"sC&W lower on {100 * fraction:.0f}% of {len(both)} images (MAD {scale})"
+    ties = sum(r["mad_scw"] == r["mad_cw"] for r in both)
+    caption = f"sC&W lower on {100 * fraction:.0f}% of {len(both)} images, {ties} tied (MAD {scale})"
     if note:
         caption = f"{note}\n{caption}"
     plot = plot_mad_scatter([r["mad_cw"] for r in both] or [r["mad_cw"] for r in records],
