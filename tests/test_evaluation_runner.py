@@ -307,7 +307,7 @@ def test_ctrl_c_keeps_finished_batches_and_resumes(tmp_path):
     # A new session: SIGINT is delivered like a Ctrl-C, not ignored as in a background job.
     process = subprocess.Popen(
         [sys.executable, str(script), str(out)],
-        env={**env, "SLOW": "0.05"},
+        env={**env, "SLOW": "0.3"},  # the rest of the run takes about 30 s: ample margin for the signal
         start_new_session=True,
         stderr=subprocess.PIPE,
         text=True,
