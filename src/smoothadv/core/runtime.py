@@ -1,9 +1,8 @@
 """Where models run: the torch device from a user's string, and the CPU threads torch may use.
 
 Torch's default of one thread per core is a poor choice on a machine that is already busy: the threads
-of two processes then wait on each other (on a shared 2-core machine C&W ran 7-11x slower with torch's
-default than with one thread). :func:`default_threads` therefore leaves the cores that the load average
-says are taken.
+of two processes then wait on each other (the README has the measurement). :func:`default_threads`
+therefore leaves the cores that the load average says are taken.
 """
 
 from __future__ import annotations
