@@ -11,7 +11,6 @@ adversarial example, plus ``results.csv`` / ``results.json`` with one row per in
 
 from __future__ import annotations
 
-import csv
 import json
 from collections import Counter
 from collections.abc import Sequence
@@ -25,6 +24,7 @@ from smoothadv.core.images import read_image, save_image
 from smoothadv.core.validation import check_keywords, check_positive_int, make_output_dir
 from smoothadv.experiments.defaults import resolve_preset
 from smoothadv.models.spec import ModelSpec
+from smoothadv.report import write_records_csv
 
 RESULTS_JSON = "results.json"
 RESULTS_CSV = "results.csv"
@@ -116,7 +116,7 @@ def craft_files(model: str | ModelSpec, attack: str, inputs: Sequence[str | Path
         "renamed": renamed, "records": records,
         "csv": str(out_dir / RESULTS_CSV), "json": str(out_dir / RESULTS_JSON),
     }
-    _write_table(records, Path(summary["csv"]))
+    write_records_csv(records, summary["csv"])
     Path(summary["json"]).write_text(json.dumps(summary, indent=2, default=str))
     return summary
 
@@ -161,12 +161,6 @@ def _refuse_earlier_run(out_dir: Path, outputs: list[Path], overwrite: bool) -> 
             "or --overwrite to replace them."
         )
 
-
-def _write_table(records: list[dict], path: Path) -> None:
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(records[0]))
-        writer.writeheader()
-        writer.writerows(records)
 
 
 def score_results(folder: str | Path, *, scale: str = "2011") -> dict:

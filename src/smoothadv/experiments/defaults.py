@@ -28,10 +28,8 @@ def resolve_preset(model: str | ModelSpec, preset: str | None = None) -> tuple[s
         ModelError: unknown model. ConfigError: a user model of unknown input size and no preset.
     """
     spec = ModelSpec.parse(model)
-    if preset is not None:
-        return check_preset(preset), "given"
-    if spec.preset is not None:
-        return check_preset(spec.preset), "given"
+    if preset is not None or spec.preset is not None:
+        return check_preset(preset or spec.preset), "given"
     info = spec.info()
     if info.dataset == "mnist":
         return "mnist", f"{info.name} is an MNIST model"
@@ -45,13 +43,9 @@ def resolve_preset(model: str | ModelSpec, preset: str | None = None) -> tuple[s
     return chosen, f"inferred from the {info.input_size}x{info.input_size} input ({side} 64 pixels)"
 
 
-def preset_for_model(model: str | ModelSpec, image_size: int | None = None) -> str:
-    """The attack preset of a model (see :func:`resolve_preset`); ``image_size`` stands in for an
-    undeclared input size of a user model."""
-    spec = ModelSpec.parse(model)
-    if image_size is not None and spec.is_user_model and spec.input_size is None and spec.preset is None:
-        return preset_for_size(image_size)
-    return resolve_preset(spec)[0]
+def preset_for_model(model: str | ModelSpec) -> str:
+    """The attack preset of a model, without where it came from (see :func:`resolve_preset`)."""
+    return resolve_preset(model)[0]
 
 
 def batch_size_for(preset: str) -> int:

@@ -15,7 +15,6 @@ data by name (what the ``smoothadv figure`` command calls).
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import time
@@ -36,6 +35,7 @@ from smoothadv.models.spec import ModelSpec
 from smoothadv.perceptual.mad import SCALES, default_upsample, mad_batch
 from smoothadv.perceptual.magnify import magnify_together
 from smoothadv.perceptual.panel import save_panel
+from smoothadv.report import write_records_csv
 
 #: Reduced C&W / sC&W settings used by default in both figures (the paper's experiments: 9 x 100).
 REDUCED_CW: dict[str, int] = {"binary_search_steps": 5, "steps": 50}
@@ -351,10 +351,7 @@ def figure4(
                            scored=len(both), attacked=len(keep),
                            skipped_misclassified=len(images) - len(keep), scale=scale, settings=settings,
                            seconds=seconds)
-    with open(out_dir / f"{name}.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(records[0]))
-        writer.writeheader()
-        writer.writerows(records)
+    write_records_csv(records, out_dir / f"{name}.csv")
     summary = _json_ready(result.to_dict())
     (out_dir / f"{name}.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return result

@@ -48,7 +48,7 @@ def resolve_data(data: str, model_name: str | ModelSpec, model: Any = None, *, l
         ).head(limit)
     else:
         raise ConfigError(
-            f"unknown data {data!r}: give mnist, imagenet-samples, or an existing image folder."
+            f"unknown data {data!r}: give {', '.join(DATASETS)}, or an existing image folder."
         )
     if tuple(dataset.image_shape[:1]) != (info.channels,) or (
         info.input_size is not None and tuple(dataset.image_shape[1:]) != (info.input_size, info.input_size)

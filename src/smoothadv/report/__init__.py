@@ -5,7 +5,7 @@ from smoothadv.report.html import Section, html_table, png_data_uri, render_html
 from smoothadv.report.panels import worst_case_panel, worst_cases
 from smoothadv.report.plots import plot_operating_characteristics
 from smoothadv.report.report import PANEL_FILE, PLOT_FILE, REPORT_FILE, write_report
-from smoothadv.report.tables import table_csv, table_markdown, table_text, write_tables
+from smoothadv.report.tables import table_csv, table_markdown, table_text, write_records_csv, write_tables
 
 __all__ = [
     "PANEL_FILE",
@@ -19,6 +19,7 @@ __all__ = [
     "table_csv",
     "table_markdown",
     "table_text",
+    "write_records_csv",
     "write_tables",
     "worst_case_panel",
     "worst_cases",

@@ -83,6 +83,16 @@ def table_csv(rows: Sequence[AttackStatistics]) -> str:
     return buffer.getvalue()
 
 
+def write_records_csv(records: Sequence[dict], path: str | Path) -> Path:
+    """Write per-image records (dicts with the same keys, in order) as a CSV file with a header row."""
+    path = Path(path)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(records[0]))
+        writer.writeheader()
+        writer.writerows(records)
+    return path
+
+
 def write_tables(
     rows: Sequence[AttackStatistics], out_dir: str | Path, stem: str = "table"
 ) -> dict[str, Path]:
