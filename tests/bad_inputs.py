@@ -161,11 +161,10 @@ def build_workspace(root: Path) -> dict[str, str]:
 def _labelled_folders(root: Path, net: torch.nn.Module) -> None:
     """``badlabels/``: a label the 10-class model cannot output; ``wronglabels/``: every label wrong."""
     from smoothadv.core.images import read_image
-    from smoothadv.models import Normalize, Preprocessed
+    from smoothadv.models.spec import parse_floats
+    from smoothadv.models.user import with_normalization
 
-    model = Preprocessed(
-        Normalize([float(v) for v in MEAN.split(",")], [float(v) for v in STD.split(",")]), net
-    ).eval()
+    model = with_normalization(net, parse_floats(MEAN, "mean"), parse_floats(STD, "std")).eval()
     for folder, label_of in (("badlabels", lambda p: 12), ("wronglabels", lambda p: (p + 1) % 10)):
         (root / folder).mkdir(exist_ok=True)
         rows = []
