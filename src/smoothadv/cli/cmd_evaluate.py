@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import sys
 
-from smoothadv.cli._options import add_model_options, add_runtime_options, model_spec, positive_int, runtime
-from smoothadv.cli._output import add_json_flag, emit
+from smoothadv.cli._options import (
+    add_engine_options,
+    add_model_options,
+    add_runtime_options,
+    model_spec,
+    positive_int,
+    runtime_and_engine,
+)
+from smoothadv.cli._output import add_json_flag, emit, engine_outcome
 from smoothadv.core.errors import ConfigError
 
 
@@ -43,6 +50,7 @@ def register(subparsers) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     add_model_options(parser)
     add_runtime_options(parser)
+    add_engine_options(parser)
     add_json_flag(parser)
     parser.set_defaults(handler=run)
 
@@ -65,7 +73,8 @@ def run(args) -> int:
     from smoothadv.experiments.jobs import run_evaluation
     from smoothadv.report import table_text
 
-    spec, where = model_spec(args), runtime(args)
+    spec = model_spec(args)
+    where, engine = runtime_and_engine(args)
     try:
         result, files = run_evaluation(
             model=spec,
@@ -80,6 +89,7 @@ def run(args) -> int:
             restart=args.restart,
             progress=not args.no_progress,
             device=where.device,
+            engine=engine,
         )
     except KeyboardInterrupt:
         print(
@@ -91,7 +101,7 @@ def run(args) -> int:
     payload = {**result.to_dict(), "files": files, "runtime": where.to_dict()}
     config = result.config
     header = (f"{config['model']} on {args.data}: preset {config['preset']} ({config['preset_from']}); "
-              f"{where.describe()}")
+              f"{'driver: ' if engine else ''}{where.describe()}")
     lines = [header]
     if config.get("labels_from_model"):
         lines.append(f"labels: {args.data} has no labels.csv, so the model's own predictions are the labels "
@@ -101,6 +111,7 @@ def run(args) -> int:
         total = len(result.dataset)
         lines.append(f"none of the {total} images is classified correctly, so nothing was attacked: check "
                      "the labels (labels.csv) and the model's input (--mean/--std, --channels).")
-    lines += [table_text(result.table), f"report: {files['report']}"]
+    engine_lines, status = engine_outcome("evaluate", [payload["engine"]])
+    lines += [table_text(result.table), *engine_lines, f"report: {files['report']}"]
     emit(args, payload, "\n".join(lines))
-    return 0
+    return status

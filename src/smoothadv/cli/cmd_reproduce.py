@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from smoothadv.cli._options import add_runtime_options, positive_int, runtime
-from smoothadv.cli._output import add_json_flag, emit
+from smoothadv.cli._options import add_engine_options, add_runtime_options, positive_int, runtime_and_engine
+from smoothadv.cli._output import add_json_flag, emit, engine_outcome
 
 
 def register(subparsers) -> None:
@@ -26,6 +26,7 @@ def register(subparsers) -> None:
     parser.add_argument("--restart", action="store_true", help="discard earlier records in --out")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     add_runtime_options(parser)
+    add_engine_options(parser)
     add_json_flag(parser)
     parser.set_defaults(handler=run)
 
@@ -33,7 +34,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from smoothadv.experiments.reproduce import reproduce
 
-    where = runtime(args)
+    where, engine = runtime_and_engine(args)
     try:
         summary = reproduce(
             args.table,
@@ -46,10 +47,14 @@ def run(args) -> int:
             restart=args.restart,
             progress=not args.no_progress,
             device=where.device,
+            engine=engine,
         )
     except KeyboardInterrupt:
         print("smoothadv reproduce: interrupted; run the same command again to resume.", file=sys.stderr)
         return 130
     summary["runtime"] = where.to_dict()
-    emit(args, summary, summary["text"] + f"\n{where.describe()}\nreport: {summary['files']['report']}")
-    return 0
+    engine_lines, status = engine_outcome("reproduce", list(summary["engine"].values()))
+    runtime_line = ("driver: " if engine else "") + where.describe()
+    emit(args, summary, "\n".join([summary["text"], runtime_line, *engine_lines,
+                                   f"report: {summary['files']['report']}"]))
+    return status

@@ -1,13 +1,13 @@
 """How one batch of an evaluation runs: a :class:`BatchJob` (one attack, one epsilon, some images), the
-attack itself, then the after-batch steps, each usable alone: transfer to other models, MAD, keeping the
-images, and turning the outcome into records."""
+attack itself, then the after-batch steps, each usable alone: transfer to other models, MAD, choosing the
+images to keep, and turning the outcome into records. Nothing here writes to disk: the driver does
+(:mod:`.engine`)."""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,8 +15,6 @@ import torch
 from torch import nn
 
 from smoothadv.attacks import Attack, AttackResult
-from smoothadv.data import ImageDataset
-from smoothadv.evaluation.records import save_adversarial
 from smoothadv.perceptual import mad_batch
 
 
@@ -67,11 +65,10 @@ def seed_batch(seed: int, key: str) -> None:
     torch.manual_seed((int(seed) * 1_000_003 + offset) % (2**63 - 1))
 
 
-def attack_batch(job: BatchJob, attack: Attack, dataset: ImageDataset, model_name: str,
-                 device: torch.device) -> BatchOutcome:
-    """Run ``attack`` on the job's images (on ``device``); the outcome holds the attacked model's view."""
-    batch = dataset.batch(job.indices)
-    images, labels = batch.images.to(device), batch.labels.to(device)
+def attack_batch(job: BatchJob, attack: Attack, images: torch.Tensor, labels: torch.Tensor,
+                 model_name: str) -> BatchOutcome:
+    """Run ``attack`` on the job's (B, C, H, W) ``images`` with (B,) ``labels``, both on the attacked
+    model's device; the outcome holds the attacked model's view."""
     result = attack(images, labels)
     return BatchOutcome(job, images, labels, result, predictions={model_name: result.predictions.cpu()},
                         successes={model_name: result.success.cpu()})
@@ -97,12 +94,13 @@ def mad_step(outcome: BatchOutcome, upsample_to: int | None) -> None:
     outcome.mads = {int(i): float(s.mad) for i, s in zip(index, scores, strict=True) if np.isfinite(s.mad)}
 
 
-def store_images_step(outcome: BatchOutcome, out_dir: str | Path) -> None:
-    """Keep the adversarial images that fool some model in the output folder's image store."""
+def kept_images_step(outcome: BatchOutcome) -> tuple[list[str], torch.Tensor | None]:
+    """The ids and (B', C, H, W) CPU images of the adversarial examples that fool some model: what the
+    output folder's image store keeps (None when there are none)."""
     index = outcome.fooled_any().nonzero()[:, 0]
-    if len(index):
-        save_adversarial(out_dir, outcome.job.key, [outcome.job.ids[int(i)] for i in index],
-                         outcome.result.adversarial[index].detach())
+    if not len(index):
+        return [], None
+    return [outcome.job.ids[int(i)] for i in index], outcome.result.adversarial[index].detach().cpu()
 
 
 def batch_records(outcome: BatchOutcome, source_model: str) -> list[dict]:

@@ -8,7 +8,9 @@ configuration is refused. Tables and curves are computed from the records (:mod:
 
 Work order: the clean pass (every model, every batch), then attack by attack, epsilon by epsilon (the
 grid in ascending order), batch by batch. Each batch's random state is seeded from ``seed`` and the batch
-key, so a resumed run gives the records an uninterrupted run gives.
+key, so a resumed run gives the records an uninterrupted run gives. The batches run on an engine
+(:mod:`.engine`): here, in order, or on a Ray cluster (:mod:`.ray_engine`), where they finish in any order;
+either way this process alone writes the output folder.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import hashlib
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +29,16 @@ from torch import nn
 from smoothadv.core.errors import ConfigError, DataError
 from smoothadv.core.validation import make_output_dir
 from smoothadv.data import ImageDataset
-from smoothadv.evaluation.batch import (
-    BatchJob,
-    attack_batch,
-    batch_records,
-    mad_step,
-    seed_batch,
-    store_images_step,
-    transfer_step,
+from smoothadv.evaluation.batch import BatchJob
+from smoothadv.evaluation.engine import (
+    CleanJob,
+    Engine,
+    EngineReport,
+    EngineSession,
+    LocalEngine,
+    Unit,
+    UnitOutput,
+    WorkContext,
 )
 from smoothadv.evaluation.metrics import AttackStatistics, summary_table
 from smoothadv.evaluation.plan import EvaluationPlan, as_dataset
@@ -44,6 +48,7 @@ from smoothadv.evaluation.records import (
     RecordStore,
     batch_key,
     clear_adversarial,
+    save_adversarial,
     write_config,
 )
 
@@ -59,7 +64,7 @@ class EvaluationResult:
         config: the recorded configuration. dataset: the images (for panels).
         models: name -> model. resumed_batches / ran_batches: batches found on disk / run now.
         trimmed_bytes: bytes of an unfinished batch cut from the records file when resuming.
-        seconds: wall time of this call.
+        seconds: wall time of this call. engine: what the engine reports (workers, retries, failed units).
     """
 
     out_dir: Path
@@ -72,6 +77,7 @@ class EvaluationResult:
     ran_batches: int
     trimmed_bytes: int
     seconds: float
+    engine: EngineReport = field(default_factory=lambda: EngineReport("local"))
 
     def to_dict(self) -> dict:
         """JSON-ready summary (without the records)."""
@@ -82,6 +88,7 @@ class EvaluationResult:
             "resumed_batches": self.resumed_batches,
             "ran_batches": self.ran_batches,
             "seconds": self.seconds,
+            "engine": self.engine.to_dict(),
         }
 
 
@@ -106,6 +113,7 @@ def evaluate(
     restart: bool = False,
     progress: bool = True,
     extra_config: Mapping[str, Any] | None = None,
+    engine: Engine | str | None = None,
     **plan_options: Any,
 ) -> EvaluationResult:
     """Run the protocol of section 5.1 and keep every per-image result in ``out_dir``.
@@ -122,13 +130,17 @@ def evaluate(
         restart: discard records of an earlier run in ``out_dir`` instead of resuming.
         progress: show tqdm progress bars (images/s and ETA) on stderr.
         extra_config: more JSON-ready entries for ``config.json`` (e.g. how the model was loaded).
+        engine: where the batches run: ``"local"`` (default: this process, in order), ``"ray"`` or a
+            :class:`~.ray_engine.RayEngine` (a Ray cluster's workers). The engine is not part of the
+            configuration: a run started on one engine can be resumed on the other, with equal records.
         **plan_options: fields of :class:`~.plan.EvaluationPlan` when ``plan`` is attack names.
 
     Returns:
         An :class:`EvaluationResult` with all records and the table.
 
     Raises:
-        ConfigError: unknown attack or preset, bad grid, or ``out_dir`` holds a different run.
+        ConfigError: unknown attack or preset, bad grid, unknown engine, or ``out_dir`` holds a
+            different run.
     """
     start = time.perf_counter()
     if isinstance(plan, EvaluationPlan):
@@ -169,45 +181,49 @@ def evaluate(
         **dict(extra_config or {}),
     }
     out_dir = make_output_dir(out_dir)
+    engine = resolve_engine(engine)
+    context = WorkContext(models, model_name, plan, mad_upsample, device, dataset)
     with FolderLock(out_dir):
         write_config(out_dir, config, restart=restart)
         if restart:
             clear_adversarial(out_dir)
         store = RecordStore(out_dir / RECORDS_FILE)
         resumed = len(store.finished)
-        torch.manual_seed(plan.seed)
-        ran = _clean_pass(store, models, dataset, plan.batch_size, device, progress)
-        correct = {
-            r["image_id"] for r in store.records
-            if r["kind"] == "clean" and r["model"] == model_name and r["correct"]
-        }
-        attacked = [i for i in range(len(dataset)) if dataset.ids[i] in correct]
-        chunks = [attacked[i : i + plan.batch_size] for i in range(0, len(attacked), plan.batch_size)]
-        for name in plan.attacks:
-            jobs = [
-                BatchJob(name, eps, params, batch_key("attack", model_name, name, eps, ids), chunk, ids)
-                for eps, params in zip(plan.grids[name], parameters[name], strict=True)
-                for chunk in chunks
+        ran = 0
+
+        def accept(unit: Unit, output: UnitOutput) -> None:
+            nonlocal ran
+            if isinstance(unit, CleanJob):
+                _check_labels_fit(dataset.labels[unit.indices], output.classes, unit.ids, unit.model)
+            elif output.adversarial is not None:
+                save_adversarial(out_dir, unit.key, output.adversarial_ids, output.adversarial)
+            store.append_batch(unit.key, output.records)
+            ran += 1
+
+        session = engine.open(context)
+        try:
+            clean_units = [
+                CleanJob(name, batch_key("clean", name, None, None, ids), chunk, ids)
+                for name in models
+                for chunk in _chunks(range(len(dataset)), plan.batch_size)
                 for ids in ([dataset.ids[i] for i in chunk],)
             ]
-            done = sum(len(job.indices) for job in jobs if job.key in store.finished)
-            with _bar(len(attacked) * len(plan.grids[name]), name, "img", progress, initial=done) as bar:
-                attack, attack_eps = None, object()
-                for job in jobs:
-                    if job.key in store.finished:
-                        continue
-                    if attack is None or attack_eps != job.epsilon:
-                        attack, attack_eps = plan.attack(name, model, job.epsilon), job.epsilon
-                    seed_batch(plan.seed, job.key)
-                    outcome = attack_batch(job, attack, dataset, model_name, device)
-                    transfer_step(outcome, targets)
-                    if plan.perceptual:
-                        mad_step(outcome, mad_upsample)
-                    if plan.save_adversarial:
-                        store_images_step(outcome, out_dir)
-                    store.append_batch(job.key, batch_records(outcome, model_name))
-                    ran += 1
-                    bar.update(len(job.indices))
+            _run_units(session, clean_units, store, accept, "clean pass", progress)
+            correct = {
+                r["image_id"] for r in store.records
+                if r["kind"] == "clean" and r["model"] == model_name and r["correct"]
+            }
+            attacked = [i for i in range(len(dataset)) if dataset.ids[i] in correct]
+            attack_units = [
+                BatchJob(name, eps, params, batch_key("attack", model_name, name, eps, ids), chunk, ids)
+                for name in plan.attacks
+                for eps, params in zip(plan.grids[name], parameters[name], strict=True)
+                for chunk in _chunks(attacked, plan.batch_size)
+                for ids in ([dataset.ids[i] for i in chunk],)
+            ]
+            _run_units(session, attack_units, store, accept, "attacks", progress)
+        finally:
+            session.close()
     return EvaluationResult(
         out_dir=out_dir,
         records=list(store.records),
@@ -219,44 +235,37 @@ def evaluate(
         ran_batches=ran,
         trimmed_bytes=store.trimmed_bytes,
         seconds=time.perf_counter() - start,
+        engine=session.report,
     )
 
 
-def _clean_pass(
-    store: RecordStore, models: dict, dataset: ImageDataset, batch_size: int, device, progress: bool
-) -> int:
-    """Every model classifies every image (one ``clean`` record each); returns the batches run."""
-    ran = 0
-    chunks = [list(range(i, min(i + batch_size, len(dataset)))) for i in range(0, len(dataset), batch_size)]
-    with _bar(len(chunks) * len(models), "clean pass", "batch", progress) as bar:
-        for name, net in models.items():
-            for chunk in chunks:
-                ids = [dataset.ids[i] for i in chunk]
-                key = batch_key("clean", name, None, None, ids)
-                if key not in store.finished:
-                    with torch.no_grad():
-                        logits = net(dataset.batch(chunk).images.to(device))
-                    predictions = logits.argmax(dim=1).cpu()
-                    labels = dataset.labels[chunk]
-                    _check_labels_fit(labels, logits.shape[1], [dataset.ids[i] for i in chunk], name)
-                    store.append_batch(
-                        key,
-                        [
-                            {
-                                "kind": "clean",
-                                "model": name,
-                                "image_id": ids[k],
-                                "index": chunk[k],
-                                "label": int(labels[k]),
-                                "prediction": int(predictions[k]),
-                                "correct": bool(predictions[k] == labels[k]),
-                            }
-                            for k in range(len(chunk))
-                        ],
-                    )
-                    ran += 1
-                bar.update(1)
-    return ran
+def _chunks(indices, size: int) -> list[list[int]]:
+    indices = list(indices)
+    return [indices[i : i + size] for i in range(0, len(indices), size)]
+
+
+def _run_units(session: EngineSession, units: list[Unit], store: RecordStore, accept, desc: str,
+               progress: bool) -> None:
+    """Run the units not finished yet, with one progress bar (images) over all of them."""
+    todo = [unit for unit in units if unit.key not in store.finished]
+    total = sum(len(unit.indices) for unit in units)
+    done = total - sum(len(unit.indices) for unit in todo)
+    with _bar(total, desc, "img", progress, initial=done) as bar:
+        session.run(todo, accept, bar)
+
+
+def resolve_engine(engine: Engine | str | None) -> Engine:
+    """``None``/``"local"`` -> :class:`LocalEngine`, ``"ray"`` -> a :class:`RayEngine` with its defaults,
+    or an engine object as it is."""
+    if engine is None or engine == "local":
+        return LocalEngine()
+    if engine == "ray":
+        from smoothadv.evaluation.ray_engine import RayEngine
+
+        return RayEngine()
+    if isinstance(engine, str):
+        raise ConfigError(f"unknown engine {engine!r}: give 'local' or 'ray'.")
+    return engine
 
 
 def _check_labels_fit(labels: torch.Tensor, classes: int, ids: list[str], model_name: str) -> None:
@@ -307,3 +316,8 @@ class _bar:
     def update(self, n: int) -> None:
         if self.bar is not None:
             self.bar.update(n)
+
+    def postfix(self, text: str) -> None:
+        """Show ``text`` after the rate (the current attack, or the workers in use)."""
+        if self.bar is not None and text != self.bar.postfix:
+            self.bar.set_postfix_str(text, refresh=False)

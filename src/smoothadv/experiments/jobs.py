@@ -11,6 +11,7 @@ import torch
 from smoothadv.core.errors import ConfigError
 from smoothadv.core.validation import check_keywords
 from smoothadv.data import load_image_folder, load_imagenet_samples, load_mnist
+from smoothadv.evaluation.engine import Engine
 from smoothadv.evaluation.runner import EvaluationResult, evaluate
 from smoothadv.experiments.defaults import batch_size_for, resolve_preset
 from smoothadv.models.spec import ModelSpec
@@ -77,6 +78,7 @@ def run_evaluation(
     restart: bool = False,
     progress: bool = True,
     device: str | torch.device = "cpu",
+    engine: Engine | str | None = None,
 ) -> tuple[EvaluationResult, dict[str, str]]:
     """Load a model and a dataset by name, run :func:`~smoothadv.evaluation.evaluate`, write the report.
 
@@ -89,7 +91,8 @@ def run_evaluation(
         preset: attack parameters; default from the model (:func:`~.defaults.resolve_preset`).
         limit: first ``limit`` images. batch_size: default 100 for MNIST-sized images, 4 for ImageNet.
         seed, epsilons, attack_options, perceptual, restart, progress: see :func:`evaluate`.
-        device: where the model runs.
+        device: where this process's copy of the model runs (the local engine runs there).
+        engine: ``"local"`` (default), ``"ray"`` or a :class:`~smoothadv.evaluation.ray_engine.RayEngine`.
 
     Returns:
         (the evaluation result, the report's file paths); ``result.config["preset_from"]`` says where the
@@ -117,6 +120,7 @@ def run_evaluation(
         perceptual=perceptual,
         restart=restart,
         progress=progress,
+        engine=engine,
         extra_config={"data_name": data, "model_spec": spec.to_dict(), "preset_from": preset_from,
                       "labels_from_model": bool(getattr(dataset, "labels_from_model", False))},
     )

@@ -14,6 +14,7 @@ import torch
 
 from smoothadv.attacks import FIXED_DISTORTION_ATTACKS, PRESETS
 from smoothadv.core.validation import make_output_dir
+from smoothadv.evaluation.engine import Engine
 from smoothadv.evaluation.metrics import accuracy, attack_statistics
 from smoothadv.evaluation.runner import evaluate
 from smoothadv.experiments.defaults import batch_size_for, default_dataset
@@ -44,6 +45,7 @@ def reproduce(
     restart: bool = False,
     progress: bool = True,
     device: str | torch.device = "cpu",
+    engine: Engine | str | None = None,
 ) -> dict[str, Any]:
     """Re-run one of the paper's tables and compare with the paper's numbers.
 
@@ -55,11 +57,12 @@ def reproduce(
         out_dir: output folder (default ``out/reproduce/<table>-<dataset>``), a sub-folder per attacked model.
         batch_size: default 100 on MNIST, 4 on ImageNet.
         seed: random seed. restart: discard earlier records. progress: progress bars on stderr.
-        device: where the models run.
+        device: where this process's models run (the local engine runs there).
+        engine: ``"local"`` (default), ``"ray"`` or a :class:`~smoothadv.evaluation.ray_engine.RayEngine`.
 
     Returns:
         A JSON-ready dict: ``rows`` (attack, column, paper and our P_suc / D_bar), ``notes``, ``files``,
-        ``text`` (the side-by-side table).
+        ``text`` (the side-by-side table), ``engine`` (what the engine reports, per attacked model).
     """
     the_plan = plan(table, dataset)
     default_out = Path("out") / "reproduce" / f"{table}-{dataset}"
@@ -85,6 +88,7 @@ def reproduce(
             restart=restart,
             progress=progress,
             extra_config={"reproduce": table},
+            engine=engine,
         )
         for source, targets in the_plan.runs.items()
     }
@@ -96,7 +100,8 @@ def reproduce(
                "notes": notes, "rows": rows}
     text = comparison_text(table, dataset, rows, notes, accuracies, PAPER_ACCURACY)
     files = _write_outputs(table, dataset, the_plan, results, rows, notes, text, summary, out_dir)
-    summary.update({"files": files, "text": text})
+    summary.update({"files": files, "text": text,
+                    "engine": {source: result.engine.to_dict() for source, result in results.items()}})
     return summary
 
 

@@ -1,0 +1,325 @@
+"""The Ray engine: an evaluation's units run on a pool of Ray worker actors, on one machine or a cluster.
+
+Each worker actor loads the models once (they travel through Ray's object store, pickled on the CPU, and
+are put on the worker's device), then runs one unit at a time on a :class:`~.engine.Workbench`. A unit's
+images travel with it through the object store, so the nodes need no shared file system; with
+``shared_data`` a lazily read image folder is read by the workers themselves, at the same path. The driver
+keeps the only handle on the output folder: outputs come back to it and it writes them as they arrive.
+
+Faults: a unit whose worker dies (killed, out of memory, its node gone) is queued again and runs on
+another worker, which replaces the lost one; a unit that raises is tried again once and then reported
+(key and error in :attr:`~.engine.EngineReport.failed`) while the other units go on. Nothing a lost worker
+did reaches the records, so no record is written twice. Without a fixed ``workers`` count the pool grows
+when a node joins and frees a CPU (or GPU).
+
+Ray is an optional dependency: ``pip install 'smoothadv[ray]'``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from smoothadv.core.errors import ConfigError
+from smoothadv.core.runtime import resolve_device
+from smoothadv.core.validation import check_positive_int
+from smoothadv.evaluation.engine import (
+    Accept,
+    EngineReport,
+    Progress,
+    Unit,
+    UnitOutput,
+    Workbench,
+    WorkContext,
+    unit_inputs,
+)
+
+START_TIMEOUT_S = 120.0
+POLL_S = 1.0
+MAX_START_FAILURES = 3
+
+
+def import_ray():
+    """The ``ray`` module, or a ConfigError that names the extra to install."""
+    try:
+        import ray
+    except ImportError:
+        import sys
+
+        raise ConfigError(
+            "the Ray engine needs Ray, an optional dependency: install it with "
+            f"{sys.executable} -m pip install 'smoothadv[ray]' (or pip install ray), or use the local engine."
+        ) from None
+    return ray
+
+
+class RayEngine:
+    """Run an evaluation's batches on Ray worker actors.
+
+    Args:
+        address: the cluster to join (``host:port`` of its head, or ``auto``); default: ``RAY_ADDRESS`` if
+            set, else a Ray instance started on this machine for this run and stopped after it.
+        workers: number of worker actors; default: one per CPU of the cluster (one per GPU when the workers
+            use CUDA), growing when nodes join.
+        device: the workers' device (``cpu``, ``cuda``); default: ``cuda`` when the cluster has GPUs, else
+            ``cpu``. A CPU worker asks Ray for one CPU and runs one torch thread; a CUDA worker asks for one
+            GPU.
+        shared_data: the dataset is an image folder that every node sees at the same path: workers read the
+            images there instead of receiving them from the driver.
+        num_cpus: CPUs of the Ray instance started on this machine (default: all); ignored with ``address``.
+        max_attempts: runs of a unit that raises before it is reported as failed.
+        max_losses: workers a unit may lose (die under it) before it is reported as failed.
+
+    Raises:
+        ConfigError: bad counts; when the engine is opened, Ray missing or no worker able to start.
+    """
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, *, workers: int | None = None, device: str | None = None,
+                 shared_data: bool = False, num_cpus: int | None = None, max_attempts: int = 2,
+                 max_losses: int = 3):
+        for value, label in ((workers, "workers"), (num_cpus, "num_cpus")):
+            if value is not None:
+                check_positive_int(value, label)
+        check_positive_int(max_attempts, "max_attempts")
+        check_positive_int(max_losses, "max_losses")
+        self.address = address
+        self.workers = workers
+        self.device = device
+        self.shared_data = shared_data
+        self.num_cpus = num_cpus
+        self.max_attempts = max_attempts
+        self.max_losses = max_losses
+
+    def open(self, context: WorkContext) -> _RaySession:
+        if self.shared_data and not context.dataset.lazy:
+            raise ConfigError(
+                f"shared data: {context.dataset.source} is held in memory, not read from an image folder; "
+                "drop --shared-data (its images travel to the workers) or give an image folder."
+            )
+        return _RaySession(self, context)
+
+
+def pack_model(model: nn.Module) -> tuple[str, bytes]:
+    """A model as bytes that load on any device: TorchScript archives stay TorchScript; other modules are
+    pickled with cloudpickle (classes defined in a script travel by value)."""
+    buffer = io.BytesIO()
+    if isinstance(model, torch.jit.ScriptModule):
+        torch.jit.save(model, buffer)
+        return "torchscript", buffer.getvalue()
+    from ray import cloudpickle
+
+    torch.save(model, buffer, pickle_module=cloudpickle)
+    return "pickle", buffer.getvalue()
+
+
+def unpack_model(packed: tuple[str, bytes], device: torch.device) -> nn.Module:
+    """The model of :func:`pack_model`, on ``device``, in eval mode."""
+    kind, data = packed
+    if kind == "torchscript":
+        model = torch.jit.load(io.BytesIO(data), map_location=device)
+    else:
+        model = torch.load(io.BytesIO(data), map_location=device, weights_only=False)
+    return model.to(device).eval()
+
+
+class EvaluationWorker:
+    """A Ray actor (wrapped by ``ray.remote`` when the engine opens): loads the models once, runs units."""
+
+    def __init__(self, payload: dict[str, Any], device: str):
+        import ray
+
+        self.device = resolve_device(device)
+        if self.device.type == "cpu":
+            torch.set_num_threads(1)
+        models = {name: unpack_model(packed, self.device) for name, packed in payload["models"].items()}
+        self.bench = Workbench(models, payload["model_name"], payload["plan"], payload["mad_upsample"],
+                               self.device)
+        self.dataset = payload.get("dataset")
+        self.name = f"{ray.get_runtime_context().get_node_id()[:8]}/pid{os.getpid()}"
+
+    def ready(self) -> str:
+        return self.name
+
+    def run(self, unit: Unit, images: torch.Tensor | None, labels: torch.Tensor | None) -> UnitOutput:
+        if images is None:
+            images, labels = unit_inputs(self.dataset, unit)
+        output = self.bench.run(unit, images, labels)
+        output.worker = self.name
+        return output
+
+
+class _RaySession:
+    def __init__(self, engine: RayEngine, context: WorkContext):
+        ray = self.ray = import_ray()
+        self.engine, self.context = engine, context
+        self.report = EngineReport("ray")
+        self.started_ray = False
+        if not ray.is_initialized():
+            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+            address = engine.address or os.environ.get("RAY_ADDRESS") or "local"
+            options: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
+            if address == "local":
+                options["num_cpus"] = engine.num_cpus
+            try:
+                ray.init(address=address, **options)
+            except ConnectionError as error:
+                raise ConfigError(f"cannot reach the Ray cluster at {address!r} ({error}); start it with "
+                                  "`ray start --head` or fix --address.") from None
+            self.started_ray = True
+        try:
+            self._prepare()
+        except BaseException:
+            self.close()
+            raise
+
+    def _prepare(self) -> None:
+        ray, engine, context = self.ray, self.engine, self.context
+        resources = ray.cluster_resources()
+        device = engine.device or ("cuda" if resources.get("GPU", 0) >= 1 else "cpu")
+        self.resource = "GPU" if resolve_device_type(device) == "cuda" else "CPU"
+        payload = {
+            "models": {name: pack_model(model) for name, model in context.models.items()},
+            "model_name": context.model_name,
+            "plan": context.plan,
+            "mad_upsample": context.mad_upsample,
+            "dataset": context.dataset if engine.shared_data else None,
+        }
+        self.payload = ray.put(payload)
+        request = {"num_cpus": 1, "num_gpus": 1} if self.resource == "GPU" else {"num_cpus": 1}
+        self.actor_class = ray.remote(max_restarts=0, max_task_retries=0, **request)(EvaluationWorker)
+        self.device = self.report.device = device
+        self.starting: dict[Any, Any] = {}  # ready() ref -> actor
+        self.idle: list[Any] = []
+        self.names: dict[Any, str] = {}
+        self.start_failures = 0
+        target = engine.workers or max(1, int(resources.get(self.resource, 0)))
+        for _ in range(target):
+            self._start_worker()
+        self.opened_at = time.monotonic()
+
+    def _start_worker(self) -> None:
+        actor = self.actor_class.remote(self.payload, self.device)
+        self.starting[actor.ready.remote()] = actor
+
+    def _live(self) -> int:
+        return len(self.names)
+
+    def _maybe_grow(self, queued: int) -> None:
+        """Without a fixed worker count, start one more worker when a CPU (GPU) is free and work waits."""
+        if self.engine.workers is not None or self.starting or not queued:
+            return
+        if self.ray.available_resources().get(self.resource, 0) >= 1:
+            self._start_worker()
+
+    def run(self, units: Sequence[Unit], accept: Accept, progress: Progress) -> None:
+        ray = self.ray
+        queue = deque(units)
+        attempts: dict[str, int] = {}
+        losses: dict[str, int] = {}
+        running: dict[Any, tuple[Unit, Any]] = {}
+        last_growth = time.monotonic()
+        while queue or running:
+            while self.idle and queue:
+                unit, actor = queue.popleft(), self.idle.pop()
+                inputs = (None, None) if self.engine.shared_data else unit_inputs(self.context.dataset, unit)
+                running[actor.run.remote(unit, *inputs)] = (unit, actor)
+            if time.monotonic() - last_growth > 2 * POLL_S:
+                self._maybe_grow(len(queue))
+                last_growth = time.monotonic()
+            progress.postfix(f"{len(running)} of {self._live()} workers busy")
+            done, _ = ray.wait(list(running) + list(self.starting), num_returns=1, timeout=POLL_S)
+            if not done:
+                self._check_started()
+                continue
+            ref = done[0]
+            if ref in self.starting:
+                self._worker_started(ref)
+                continue
+            unit, actor = running.pop(ref)
+            try:
+                output = ray.get(ref)
+            except ray.exceptions.RayTaskError as error:
+                self.idle.append(actor)
+                attempts[unit.key] = attempts.get(unit.key, 0) + 1
+                if attempts[unit.key] >= self.engine.max_attempts:
+                    self._fail(unit, _describe(error), attempts[unit.key])
+                else:
+                    self.report.retried += 1
+                    queue.append(unit)
+                continue
+            except ray.exceptions.RayError as error:
+                self._lose(actor)
+                losses[unit.key] = losses.get(unit.key, 0) + 1
+                if losses[unit.key] >= self.engine.max_losses:
+                    self._fail(unit, f"lost {losses[unit.key]} workers ({type(error).__name__})",
+                               losses[unit.key])
+                else:
+                    self.report.retried += 1
+                    queue.appendleft(unit)
+                continue
+            self.idle.append(actor)
+            accept(unit, output)
+            self.report.count(output.worker)
+            progress.update(len(unit.indices))
+
+    def _worker_started(self, ref) -> None:
+        actor = self.starting.pop(ref)
+        try:
+            self.names[actor] = self.ray.get(ref)
+        except self.ray.exceptions.RayError as error:  # its __init__ raised, or it was killed starting
+            self.start_failures += 1
+            if self.start_failures >= MAX_START_FAILURES:
+                raise ConfigError(
+                    f"Ray workers fail to start ({self.start_failures} in a row): {_describe(error)[:2000]}\n"
+                    "Every node needs smoothadv and torch installed, and the device asked for."
+                ) from None
+            self._start_worker()
+            return
+        self.start_failures = 0
+        self.idle.append(actor)
+        self.report.workers = max(self.report.workers, self._live())
+
+    def _lose(self, actor) -> None:
+        self.report.workers_lost += 1
+        self.names.pop(actor, None)
+        self._start_worker()
+
+    def _fail(self, unit: Unit, error: str, attempts: int) -> None:
+        self.report.failed.append({"key": unit.key, "error": error, "attempts": attempts})
+
+    def _check_started(self) -> None:
+        if not self.names and time.monotonic() - self.opened_at > START_TIMEOUT_S:
+            raise ConfigError(
+                f"no Ray worker started within {START_TIMEOUT_S:.0f} s; each needs one {self.resource} and "
+                f"the cluster has {self.ray.cluster_resources()}. Add nodes or lower --workers."
+            )
+
+    def close(self) -> None:
+        ray = self.ray
+        for actor in [*getattr(self, "names", {}), *getattr(self, "starting", {}).values()]:
+            with contextlib.suppress(Exception):  # an actor already gone is fine
+                ray.kill(actor)
+        if self.started_ray:
+            ray.shutdown()
+            self.started_ray = False
+
+
+def resolve_device_type(device: str) -> str:
+    """``cuda:1`` -> ``cuda``, without checking this (driver) machine has it: the workers check."""
+    return str(device).split(":")[0].strip().lower()
+
+
+def _describe(error: Exception) -> str:
+    cause = getattr(error, "cause", None) or error
+    return f"{type(cause).__name__}: {cause}".strip()
