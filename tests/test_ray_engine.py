@@ -36,9 +36,9 @@ from smoothadv.evaluation.ray_engine import RayEngine, pack_model, unpack_model
 
 # Three attacks, one of them over an epsilon grid, one minimising (C&W: batches of a few seconds).
 ARGS = ["evaluate", "--model", "c4", "--data", "mnist", "--attacks", "fgsm,pgd2,cw",
-        "--epsilons", "fgsm=0.1,0.3", "--limit", "16", "--batch-size", "4", "--no-progress", "--json"]
+        "--epsilons", "fgsm=0.1,0.3", "--limit", "8", "--batch-size", "4", "--no-progress", "--json"]
 RAY_ARGS = ["--engine", "ray", "--workers", "2"]
-pytestmark = needs_loopback_namespace()
+pytestmark = [needs_loopback_namespace(), pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")]
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,7 @@ def test_a_killed_worker_loses_nothing(local_run, tmp_path):
     with loopback_process([*SMOOTHADV, *ARGS, *RAY_ARGS, "--out", str(out)], log=log) as driver:
         deadline, victim = time.monotonic() + 240, None
         while victim is None and driver.poll() is None and time.monotonic() < deadline:
-            if attack_batches(out / "records.jsonl") >= 4:  # into the C&W batches, which last seconds
+            if attack_batches(out / "records.jsonl") >= 6:  # into the C&W batches, which last seconds
                 victim = worker_running_a_unit()
             time.sleep(0.02)
         assert victim is not None, f"no worker was seen running a batch:\n{log.read_text()[-3000:]}"
@@ -121,8 +121,10 @@ set -e
 {_shell([*SMOOTHADV, *ARGS, "--engine", "ray", "--address", "127.0.0.1:" + port, "--out", str(out)])} \
     > {log} 2>&1 &
 run=$!
-while ! grep -q '"key": "attack|' {out}/records.jsonl 2>/dev/null; do sleep 0.1; done
-{_shell([*start, "--address", "127.0.0.1:" + port])} > {tmp_path}/node.log 2>&1
+while kill -0 $run 2>/dev/null && ! grep -q '"key": "attack|' {out}/records.jsonl 2>/dev/null; do
+    sleep 0.1
+done
+RAY_AUTH_MODE=token {_shell([*start, "--address", "127.0.0.1:" + port])} > {tmp_path}/node.log 2>&1
 wait $run
 """
     status = run_in_loopback(["bash", "-c", script], log=tmp_path / "script.log", timeout=400)

@@ -171,6 +171,8 @@ class _RaySession:
             options: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
             if address == "local":
                 options["num_cpus"] = engine.num_cpus
+            else:
+                _use_cluster_token()
             try:
                 ray.init(address=address, **options)
             except ConnectionError as error:
@@ -313,6 +315,19 @@ class _RaySession:
         if self.started_ray:
             ray.shutdown()
             self.started_ray = False
+
+
+def _use_cluster_token() -> None:
+    """Join a cluster with token authentication (what ``ray start`` turns on since Ray 2.5x) as
+    ``ray start --address`` does: with the token of ``RAY_AUTH_TOKEN`` or ``~/.ray/auth_token`` when one
+    exists and ``RAY_AUTH_MODE`` is not set. Ray versions without token authentication need nothing."""
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 def resolve_device_type(device: str) -> str:
