@@ -111,7 +111,8 @@ def run_in_loopback(argv: Sequence[str], *, log: Path, timeout: float, **env: st
         try:
             return process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            pytest.fail(f"{' '.join(argv[-12:])} ran over {timeout:.0f} s; its output:\n{log.read_text()[-3000:]}")
+            tail = log.read_text()[-3000:]
+            pytest.fail(f"{' '.join(argv[-12:])} ran over {timeout:.0f} s; its output:\n{tail}")
 
 
 def json_output(log: Path) -> dict:

@@ -38,6 +38,7 @@ from smoothadv.evaluation.ray_engine import RayEngine, pack_model, unpack_model
 ARGS = ["evaluate", "--model", "c4", "--data", "mnist", "--attacks", "fgsm,pgd2,cw",
         "--epsilons", "fgsm=0.1,0.3", "--limit", "8", "--batch-size", "4", "--no-progress", "--json"]
 RAY_ARGS = ["--engine", "ray", "--workers", "2"]
+RECORDS = "records.jsonl"
 pytestmark = [needs_loopback_namespace(), pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")]
 
 
@@ -57,7 +58,7 @@ def test_ray_records_equal_local_records(local_run, tmp_path):
     engine = json_output(log)["engine"]
     assert engine["name"] == "ray" and engine["workers"] == 2 and not engine["failed"]
     assert len(engine["units_by_worker"]) == 2, engine  # both workers did some of the work
-    assert records_without_timing(out / "records.jsonl") == records_without_timing(local_run / "records.jsonl")
+    assert same_records(out, local_run)
     assert (out / "report.html").is_file()
 
 
@@ -72,7 +73,7 @@ def test_a_local_run_continues_on_ray(local_run, tmp_path):
     summary = json_output(log)
     assert summary["resumed_batches"] == len(markers) // 2 + 1
     assert summary["ran_batches"] == len(markers) - summary["resumed_batches"]
-    assert records_without_timing(out / "records.jsonl") == records_without_timing(local_run / "records.jsonl")
+    assert same_records(out, local_run)
 
 
 def test_a_killed_worker_loses_nothing(local_run, tmp_path):
@@ -88,7 +89,7 @@ def test_a_killed_worker_loses_nothing(local_run, tmp_path):
         assert driver.wait(timeout=240) == 0, log.read_text()[-3000:]
     engine = json_output(log)["engine"]
     assert engine["workers_lost"] >= 1 and engine["retried"] >= 1 and not engine["failed"], engine
-    assert records_without_timing(out / "records.jsonl") == records_without_timing(local_run / "records.jsonl")
+    assert same_records(out, local_run)
 
 
 def test_a_killed_driver_resumes(local_run, tmp_path):
@@ -106,7 +107,7 @@ def test_a_killed_driver_resumes(local_run, tmp_path):
     assert status == 0, log.read_text()[-3000:]
     summary = json_output(log)
     assert summary["resumed_batches"] >= partial >= 2 and summary["ran_batches"] > 0
-    assert records_without_timing(out / "records.jsonl") == records_without_timing(local_run / "records.jsonl")
+    assert same_records(out, local_run)
 
 
 @pytest.mark.slow
@@ -131,7 +132,11 @@ wait $run
     assert status == 0, (tmp_path / "script.log").read_text()[-2000:] + log.read_text()[-3000:]
     engine = json_output(log)["engine"]
     assert engine["nodes"] == 2 and engine["workers"] == 2, engine
-    assert records_without_timing(out / "records.jsonl") == records_without_timing(local_run / "records.jsonl")
+    assert same_records(out, local_run)
+
+
+def same_records(run: Path, reference: Path) -> bool:
+    return records_without_timing(run / RECORDS) == records_without_timing(reference / RECORDS)
 
 
 def _shell(argv: list[str]) -> str:

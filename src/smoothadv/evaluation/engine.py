@@ -166,6 +166,8 @@ class EngineReport:
             raised. workers_lost: workers that died while they held a unit.
         failed: ``{"key", "error", "attempts"}`` of each unit that failed every attempt (not written; a
             re-run tries them again).
+        start_seconds: from opening the engine to its first worker ready (importing smoothadv, loading
+            the models).
     """
 
     name: str
@@ -175,6 +177,7 @@ class EngineReport:
     retried: int = 0
     workers_lost: int = 0
     failed: list[dict] = field(default_factory=list)
+    start_seconds: float = 0.0
 
     def count(self, worker: str) -> None:
         self.units_by_worker[worker] = self.units_by_worker.get(worker, 0) + 1
@@ -184,7 +187,8 @@ class EngineReport:
         nodes = {worker.split("/")[0] for worker in self.units_by_worker}
         return {"name": self.name, "device": self.device, "workers": self.workers,
                 "nodes": max(1, len(nodes)), "units_by_worker": dict(self.units_by_worker),
-                "retried": self.retried, "workers_lost": self.workers_lost, "failed": list(self.failed)}
+                "retried": self.retried, "workers_lost": self.workers_lost, "failed": list(self.failed),
+                "start_seconds": self.start_seconds}
 
 
 Accept = Callable[[Unit, UnitOutput], None]

@@ -162,6 +162,7 @@ class EvaluationWorker:
 class _RaySession:
     def __init__(self, engine: RayEngine, context: WorkContext):
         ray = self.ray = import_ray()
+        self.opened_at = time.monotonic()
         self.engine, self.context = engine, context
         self.report = EngineReport("ray")
         self.started_ray = False
@@ -205,10 +206,12 @@ class _RaySession:
         self.idle: list[Any] = []
         self.names: dict[Any, str] = {}
         self.start_failures = 0
-        target = engine.workers or max(1, int(resources.get(self.resource, 0)))
+        if not resources.get(self.resource):
+            raise ConfigError(f"the Ray cluster has no {self.resource} for {device} workers ({resources}); "
+                              "add a node that has one, or pick another --device.")
+        target = engine.workers or int(resources[self.resource])
         for _ in range(target):
             self._start_worker()
-        self.opened_at = time.monotonic()
 
     def _start_worker(self) -> None:
         actor = self.actor_class.remote(self.payload, self.device)
@@ -290,6 +293,8 @@ class _RaySession:
             return
         self.start_failures = 0
         self.idle.append(actor)
+        if not self.report.start_seconds:
+            self.report.start_seconds = time.monotonic() - self.opened_at
         self.report.workers = max(self.report.workers, self._live())
 
     def _lose(self, actor) -> None:

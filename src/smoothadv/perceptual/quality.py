@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from smoothadv.core.errors import ShapeError
 from smoothadv.perceptual._inputs import to_uint8_array
@@ -28,6 +27,8 @@ def psnr(reference, distorted) -> float:
     ref, dst = _pair(reference, distorted)
     if np.array_equal(ref, dst):
         return math.inf
+    from skimage.metrics import peak_signal_noise_ratio  # imported on use: it pulls in scipy.stats (1 s)
+
     return float(peak_signal_noise_ratio(ref, dst, data_range=255))
 
 
@@ -41,6 +42,8 @@ def ssim(reference, distorted) -> float:
     ref, dst = _pair(reference, distorted)
     if min(ref.shape[:2]) < 7:
         raise ShapeError(f"SSIM needs images of at least 7x7 pixels, got {ref.shape[0]}x{ref.shape[1]}.")
+    from skimage.metrics import structural_similarity
+
     return float(
         structural_similarity(
             ref,
