@@ -162,7 +162,7 @@ class EvaluationWorker:
 class _RaySession:
     def __init__(self, engine: RayEngine, context: WorkContext):
         ray = self.ray = import_ray()
-        self.opened_at = time.monotonic()
+        self.opened_at = self.none_alive_since = time.monotonic()
         self.engine, self.context = engine, context
         self.report = EngineReport("ray")
         self.started_ray = False
@@ -300,13 +300,16 @@ class _RaySession:
     def _lose(self, actor) -> None:
         self.report.workers_lost += 1
         self.names.pop(actor, None)
+        if not self.names:
+            self.none_alive_since = time.monotonic()
         self._start_worker()
 
     def _fail(self, unit: Unit, error: str, attempts: int) -> None:
         self.report.failed.append({"key": unit.key, "error": error, "attempts": attempts})
 
     def _check_started(self) -> None:
-        if not self.names and time.monotonic() - self.opened_at > START_TIMEOUT_S:
+        """Give up when no worker has been alive for :data:`START_TIMEOUT_S` (none can be placed)."""
+        if not self.names and time.monotonic() - self.none_alive_since > START_TIMEOUT_S:
             raise ConfigError(
                 f"no Ray worker started within {START_TIMEOUT_S:.0f} s; each needs one {self.resource} and "
                 f"the cluster has {self.ray.cluster_resources()}. Add nodes or lower --workers."
