@@ -146,8 +146,9 @@ def _shell(argv: list[str]) -> str:
 
 
 def test_a_failing_batch_is_reported_and_the_others_finish(tmp_path):
-    """In-process: a model that raises on one image fails that batch on every attempt; the rest is saved,
-    and the failed batch is not marked finished (a re-run tries it again)."""
+    """From Python: a model that raises on one image fails that batch on every attempt; the rest is saved,
+    and the failed batch is not marked finished (a re-run tries it again). Workers the cluster cannot
+    place, or that fail to start, are refused with the reason."""
     script = tmp_path / "run.py"
     script.write_text(
         "import json, sys, torch\n"
@@ -166,12 +167,20 @@ def test_a_failing_batch_is_reported_and_the_others_finish(tmp_path):
         "labels = model(images).argmax(1)\n"
         "result = evaluate(model, (images, labels), 'fgsm', sys.argv[1], batch_size=2, progress=False,\n"
         "                  epsilons={'fgsm': [0.1]}, engine=RayEngine(workers=2, num_cpus=2))\n"
+        "from smoothadv.core.errors import ConfigError\n"
+        "for device in ('cuda', 'mps'):  # no GPU in the cluster; workers that cannot start\n"
+        "    try:\n"
+        "        evaluate(model, (images, labels), 'fgsm', sys.argv[1] + device, progress=False,\n"
+        "                 engine=RayEngine(workers=1, num_cpus=2, device=device))\n"
+        "    except ConfigError as error:\n"
+        "        print(device, 'refused:', str(error).splitlines()[0])\n"
         "print(json.dumps(result.engine.to_dict()))\n"
     )
     log = tmp_path / "log"
     status = run_in_loopback([os.sys.executable, str(script), str(tmp_path / "out")], log=log, timeout=240)
     assert status == 0, log.read_text()[-3000:]
-    engine = json.loads(log.read_text().strip().splitlines()[-1])
+    lines = log.read_text().strip().splitlines()
+    engine = json.loads(lines[-1])
     assert [f["attempts"] for f in engine["failed"]] == [2], engine
     assert "image 5 breaks this model" in engine["failed"][0]["error"]
     assert engine["failed"][0]["key"].startswith("attack|model|fgsm|0.1|000004+2")
@@ -179,6 +188,10 @@ def test_a_failing_batch_is_reported_and_the_others_finish(tmp_path):
 
     attacked = sorted(r["image_id"] for r in read_records(tmp_path / "out") if r["kind"] == "attack")
     assert attacked == ["000000", "000001", "000002", "000003", "000006", "000007"]
+    refusals = [line for line in lines if " refused: " in line]
+    assert refusals[0].startswith("cuda refused: the Ray cluster has no GPU"), refusals
+    assert refusals[1].startswith("mps refused: Ray workers fail to start (3 in a row)"), refusals
+    assert "MPS is not available" in log.read_text()
 
 
 def test_models_travel_to_any_device():
