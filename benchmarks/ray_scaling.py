@@ -132,13 +132,13 @@ def main() -> int:
     }
     if args.json:
         print(json.dumps(summary, indent=2))
-        return 0
+        return 0 if same else 1
     print(f"throughput, 2 workers / 1 worker: {scaling:.3f}  (target >= 1.8: "
           f"{'met' if scaling >= 1.8 else 'MISSED'})")
     print(f"wall time, Ray 1 worker / local: {overhead:.3f}  (target <= 1.05: "
           f"{'met' if overhead <= 1.05 else 'MISSED'}); {with_start:.3f} if the Ray start were charged")
     print(f"records equal across all runs: {'yes' if same else 'NO'}")
-    return 0
+    return 0 if same else 1
 
 
 if __name__ == "__main__":

@@ -31,12 +31,20 @@ def loopback_namespace_problem() -> str | None:
         import ray  # noqa: F401
     except ImportError:
         return "ray is not installed (pip install 'smoothadv[ray]')"
-    try:
-        probe = subprocess.run(in_loopback(["true"]), capture_output=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        return f"unshare --net is not available: {error}"
-    if probe.returncode:
-        return f"unshare --net failed: {probe.stderr.decode(errors='replace').strip()}"
+    return None if _unshare() else "unshare --net fails here, also with --user --map-root-user"
+
+
+@functools.cache
+def _unshare() -> list[str] | None:
+    """The ``unshare`` command that makes a network namespace here: as root, or inside a user namespace."""
+    for command in (["unshare", "--net"], ["unshare", "--user", "--map-root-user", "--net"]):
+        try:
+            probe = subprocess.run([*command, "--", "sh", "-c", "ip link set lo up"], capture_output=True,
+                                   timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if probe.returncode == 0:
+            return command
     return None
 
 
@@ -48,7 +56,8 @@ def needs_loopback_namespace():
 
 def in_loopback(argv: Sequence[str]) -> list[str]:
     """``argv`` run in a new network namespace with only ``lo``, brought up first."""
-    return ["unshare", "--net", "--", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *argv]
+    return [*(_unshare() or ["unshare", "--net"]), "--", "sh", "-c", 'ip link set lo up && exec "$@"', "sh",
+            *argv]
 
 
 def environment(**extra: str) -> dict[str, str]:

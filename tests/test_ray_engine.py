@@ -39,7 +39,8 @@ ARGS = ["evaluate", "--model", "c4", "--data", "mnist", "--attacks", "fgsm,pgd2,
         "--epsilons", "fgsm=0.1,0.3", "--limit", "8", "--batch-size", "4", "--no-progress", "--json"]
 RAY_ARGS = ["--engine", "ray", "--workers", "2"]
 RECORDS = "records.jsonl"
-pytestmark = [needs_loopback_namespace(), pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")]
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+starts_ray = needs_loopback_namespace()
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +52,7 @@ def local_run(tmp_path_factory) -> Path:
     return out
 
 
+@starts_ray
 def test_ray_records_equal_local_records(local_run, tmp_path):
     out, log = tmp_path / "ray", tmp_path / "log"
     status = run_in_loopback([*SMOOTHADV, *ARGS, *RAY_ARGS, "--out", str(out)], log=log, timeout=300)
@@ -60,14 +62,21 @@ def test_ray_records_equal_local_records(local_run, tmp_path):
     assert len(engine["units_by_worker"]) == 2, engine  # both workers did some of the work
     assert same_records(out, local_run)
     assert (out / "report.html").is_file()
+    # and back: half of the Ray run's batches, finished by the local engine
+    back = tmp_path / "back"
+    shutil.copytree(out, back)
+    _keep_half_of_the_batches(back / RECORDS)
+    finished = subprocess.run([*SMOOTHADV, *ARGS, "--out", str(back), "--threads", "1"], timeout=300,
+                              env=environment(), capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert json.loads(finished.stdout)["resumed_batches"] > 0 and same_records(back, local_run)
 
 
+@starts_ray
 def test_a_local_run_continues_on_ray(local_run, tmp_path):
     out, log = tmp_path / "moved", tmp_path / "log"
     shutil.copytree(local_run, out)
-    lines = (out / "records.jsonl").read_bytes().splitlines(keepends=True)
-    markers = [i for i, line in enumerate(lines) if line.startswith(b'{"count"')]
-    (out / "records.jsonl").write_bytes(b"".join(lines[: markers[len(markers) // 2] + 1]))  # half the batches
+    markers = _keep_half_of_the_batches(out / RECORDS)
     status = run_in_loopback([*SMOOTHADV, *ARGS, *RAY_ARGS, "--out", str(out)], log=log, timeout=300)
     assert status == 0, log.read_text()[-3000:]
     summary = json_output(log)
@@ -76,6 +85,7 @@ def test_a_local_run_continues_on_ray(local_run, tmp_path):
     assert same_records(out, local_run)
 
 
+@starts_ray
 def test_a_killed_worker_loses_nothing(local_run, tmp_path):
     out, log = tmp_path / "ray", tmp_path / "log"
     with loopback_process([*SMOOTHADV, *ARGS, *RAY_ARGS, "--out", str(out)], log=log) as driver:
@@ -92,6 +102,7 @@ def test_a_killed_worker_loses_nothing(local_run, tmp_path):
     assert same_records(out, local_run)
 
 
+@starts_ray
 def test_a_killed_driver_resumes(local_run, tmp_path):
     out, log = tmp_path / "ray", tmp_path / "log"
     command = [*SMOOTHADV, *ARGS, *RAY_ARGS, "--out", str(out)]
@@ -110,6 +121,7 @@ def test_a_killed_driver_resumes(local_run, tmp_path):
     assert same_records(out, local_run)
 
 
+@starts_ray
 @pytest.mark.slow
 def test_a_node_that_joins_mid_run_gets_work(local_run, tmp_path):
     """A head node with one CPU, then a second node (a second raylet on this machine) started once the run
@@ -135,6 +147,14 @@ wait $run
     assert same_records(out, local_run)
 
 
+def _keep_half_of_the_batches(path: Path) -> list[int]:
+    """Cut a records file after the marker of the middle batch; returns the marker lines it had."""
+    lines = path.read_bytes().splitlines(keepends=True)
+    markers = [i for i, line in enumerate(lines) if line.startswith(b'{"count"')]
+    path.write_bytes(b"".join(lines[: markers[len(markers) // 2] + 1]))
+    return markers
+
+
 def same_records(run: Path, reference: Path) -> bool:
     return records_without_timing(run / RECORDS) == records_without_timing(reference / RECORDS)
 
@@ -145,6 +165,7 @@ def _shell(argv: list[str]) -> str:
     return " ".join(shlex.quote(a) for a in argv)
 
 
+@starts_ray
 def test_a_failing_batch_is_reported_and_the_others_finish(tmp_path):
     """From Python: a model that raises on one image fails that batch on every attempt; the rest is saved,
     and the failed batch is not marked finished (a re-run tries it again). Workers the cluster cannot
@@ -195,16 +216,21 @@ def test_a_failing_batch_is_reported_and_the_others_finish(tmp_path):
 
 
 def test_models_travel_to_any_device():
+    pytest.importorskip("ray")
+    from smoothadv.models.user import with_normalization
+
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten(), torch.nn.LazyLinear(3))
     model(torch.rand(1, 1, 6, 6))
     scripted = torch.jit.script(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(36, 3)))
     x = torch.rand(2, 1, 6, 6)
-    for net in (model.eval(), scripted.eval()):
+    # a TorchScript file given with --mean/--std is a scripted module inside a plain one
+    for net in (model.eval(), scripted.eval(), with_normalization(scripted, 0.5, 0.25).eval()):
         copy = unpack_model(pack_model(net), torch.device("cpu"))
         assert copy is not net and torch.equal(copy(x), net(x))
 
 
 def test_bad_options_are_refused_before_ray_starts(tmp_path, capsys):
+    pytest.importorskip("ray")
     images = torch.rand(4, 1, 4, 4)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3)).eval()
     with pytest.raises(ConfigError, match="image folder"):
@@ -219,3 +245,21 @@ def test_bad_options_are_refused_before_ray_starts(tmp_path, capsys):
     assert main(["evaluate", "--model", "c4", "--data", "mnist", "--attacks", "fgsm", "--out",
                  str(tmp_path), "--workers", "2"]) == 2
     assert "--workers go(es) with --engine ray" in capsys.readouterr().err
+
+
+@starts_ray
+def test_shared_data_folder_is_read_by_the_workers(tmp_path):
+    """--shared-data: the workers read an image folder themselves (by absolute path), with the records a
+    run that sends the images gets."""
+    folder = Path(__file__).resolve().parents[1] / "examples" / "digits"
+    common = ["evaluate", "--model", "c4", "--data", str(folder), "--attacks", "fgsm,pgd2", "--no-progress",
+              "--json", "--engine", "ray", "--workers", "1"]
+    log = tmp_path / "log"
+    status = run_in_loopback([*SMOOTHADV, *common, "--shared-data", "--out", str(tmp_path / "shared")],
+                             log=log, timeout=300)
+    assert status == 0, log.read_text()[-3000:]
+    sent = subprocess.run([*SMOOTHADV, *common[:-4], "--threads", "1", "--out", str(tmp_path / "sent")],
+                          timeout=300, env=environment(), capture_output=True, text=True)
+    assert sent.returncode == 0, sent.stderr[-3000:]
+    shared = records_without_timing(tmp_path / "shared" / RECORDS)
+    assert shared == records_without_timing(tmp_path / "sent" / RECORDS) and len(shared) > 6

@@ -116,6 +116,7 @@ class Workbench:
         return self._attack_unit(unit, images, labels)
 
     def _classify(self, unit: CleanJob, images: torch.Tensor, labels: torch.Tensor) -> UnitOutput:
+        seed_batch(self.plan.seed, unit.key)  # a model with randomness predicts the same on any engine
         with torch.no_grad():
             logits = self.models[unit.model](images)
         predictions, labels = logits.argmax(dim=1).cpu(), labels.cpu()
@@ -161,7 +162,7 @@ class EngineReport:
 
     Attributes:
         name: ``"local"`` or ``"ray"``. device: where the models ran. workers: largest number of workers
-            in use at once.
+            alive at once.
         units_by_worker: units run per worker. retried: units run again after their worker was lost or
             raised. workers_lost: workers that died while they held a unit.
         failed: ``{"key", "error", "attempts"}`` of each unit that failed every attempt (not written; a
@@ -180,6 +181,7 @@ class EngineReport:
     start_seconds: float = 0.0
 
     def count(self, worker: str) -> None:
+        """One more unit run by ``worker``."""
         self.units_by_worker[worker] = self.units_by_worker.get(worker, 0) + 1
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """The Ray engine: an evaluation's units run on a pool of Ray worker actors, on one machine or a cluster.
 
-Each worker actor loads the models once (they travel through Ray's object store, pickled on the CPU, and
-are put on the worker's device), then runs one unit at a time on a :class:`~.engine.Workbench`. A unit's
+Each worker actor loads the models once (they travel through Ray's object store, pickled, and are put on
+the worker's device), then runs one unit at a time on a :class:`~.engine.Workbench`. A unit's
 images travel with it through the object store, so the nodes need no shared file system; with
 ``shared_data`` a lazily read image folder is read by the workers themselves, at the same path. The driver
 keeps the only handle on the output folder: outputs come back to it and it writes them as they arrive.
@@ -21,6 +21,7 @@ import contextlib
 import io
 import logging
 import os
+import sys
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -29,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from smoothadv.core.errors import ConfigError
+from smoothadv.core.errors import ConfigError, warn
 from smoothadv.core.runtime import resolve_device
 from smoothadv.core.validation import check_positive_int
 from smoothadv.evaluation.engine import (
@@ -87,7 +88,7 @@ class RayEngine:
 
     def __init__(self, address: str | None = None, *, workers: int | None = None, device: str | None = None,
                  shared_data: bool = False, num_cpus: int | None = None, max_attempts: int = 2,
-                 max_losses: int = 3):
+                 max_losses: int = 5):
         for value, label in ((workers, "workers"), (num_cpus, "num_cpus")):
             if value is not None:
                 check_positive_int(value, label)
@@ -102,6 +103,7 @@ class RayEngine:
         self.max_losses = max_losses
 
     def open(self, context: WorkContext) -> _RaySession:
+        """Connect to (or start) Ray and start the workers for ``context``."""
         if self.shared_data and not context.dataset.lazy:
             raise ConfigError(
                 f"shared data: {context.dataset.source} is held in memory, not read from an image folder; "
@@ -110,26 +112,57 @@ class RayEngine:
         return _RaySession(self, context)
 
 
-def pack_model(model: nn.Module) -> tuple[str, bytes]:
-    """A model as bytes that load on any device: TorchScript archives stay TorchScript; other modules are
-    pickled with cloudpickle (classes defined in a script travel by value)."""
-    buffer = io.BytesIO()
-    if isinstance(model, torch.jit.ScriptModule):
-        torch.jit.save(model, buffer)
-        return "torchscript", buffer.getvalue()
+def pack_model(model: nn.Module) -> bytes:
+    """A model as bytes that load on any device (see :func:`unpack_model`).
+
+    The module is pickled with cloudpickle, so classes defined in a script, or in a user's module that the
+    workers cannot import, travel by value; TorchScript parts (a scripted model, or one wrapped in a
+    normalisation) travel as TorchScript archives; tensors on any device load on the worker's.
+
+    Args:
+        model: the driver's model, left untouched.
+
+    Returns:
+        The bytes to put in Ray's object store.
+    """
+    import types
+
     from ray import cloudpickle
 
-    torch.save(model, buffer, pickle_module=cloudpickle)
-    return "pickle", buffer.getvalue()
+    class Pickler(cloudpickle.Pickler):
+        def reducer_override(self, obj):
+            if isinstance(obj, torch.jit.ScriptModule):
+                archive = io.BytesIO()
+                torch.jit.save(obj, archive)
+                return _load_script, (archive.getvalue(),)
+            return super().reducer_override(obj)
+
+    by_value = [module for module in {type(m).__module__ for m in model.modules()}
+                if module.split(".")[0] not in ("torch", "smoothadv", "builtins", "__main__")
+                and module in sys.modules]
+    for module in by_value:
+        cloudpickle.register_pickle_by_value(sys.modules[module])
+    try:
+        buffer = io.BytesIO()
+        pickle_module = types.SimpleNamespace(Pickler=Pickler, __name__="cloudpickle")
+        torch.save(model, buffer, pickle_module=pickle_module)
+    finally:
+        for module in by_value:
+            cloudpickle.unregister_pickle_by_value(sys.modules[module])
+    return buffer.getvalue()
 
 
-def unpack_model(packed: tuple[str, bytes], device: torch.device) -> nn.Module:
-    """The model of :func:`pack_model`, on ``device``, in eval mode."""
-    kind, data = packed
-    if kind == "torchscript":
-        model = torch.jit.load(io.BytesIO(data), map_location=device)
-    else:
-        model = torch.load(io.BytesIO(data), map_location=device, weights_only=False)
+def _load_script(archive: bytes) -> nn.Module:
+    return torch.jit.load(io.BytesIO(archive), map_location="cpu")
+
+
+def unpack_model(packed: bytes, device: torch.device) -> nn.Module:
+    """The model of :func:`pack_model` on ``device``, in eval mode.
+
+    Args:
+        packed: from :func:`pack_model`. device: where to put it.
+    """
+    model = torch.load(io.BytesIO(packed), map_location=device, weights_only=False)
     return model.to(device).eval()
 
 
@@ -149,9 +182,12 @@ class EvaluationWorker:
         self.name = f"{ray.get_runtime_context().get_node_id()[:8]}/pid{os.getpid()}"
 
     def ready(self) -> str:
+        """The worker's name (node and process), once the models are loaded."""
         return self.name
 
     def run(self, unit: Unit, images: torch.Tensor | None, labels: torch.Tensor | None) -> UnitOutput:
+        """Run ``unit`` on its (B, C, H, W) ``images`` and (B,) ``labels``, or, both None, on the images
+        the worker reads from the shared dataset."""
         if images is None:
             images, labels = unit_inputs(self.dataset, unit)
         output = self.bench.run(unit, images, labels)
@@ -190,7 +226,9 @@ class _RaySession:
         ray, engine, context = self.ray, self.engine, self.context
         resources = ray.cluster_resources()
         device = engine.device or ("cuda" if resources.get("GPU", 0) >= 1 else "cpu")
-        self.resource = "GPU" if resolve_device_type(device) == "cuda" else "CPU"
+        if resolve_device_type(device) == "cuda":
+            device = "cuda"  # Ray shows each GPU worker the one GPU it was given, as cuda:0
+        self.resource = "GPU" if device == "cuda" else "CPU"
         payload = {
             "models": {name: pack_model(model) for name, model in context.models.items()},
             "model_name": context.model_name,
@@ -206,7 +244,8 @@ class _RaySession:
         self.idle: list[Any] = []
         self.names: dict[Any, str] = {}
         self.start_failures = 0
-        if not resources.get(self.resource):
+        self.growth_stopped = False
+        if resources.get(self.resource, 0) < 1:
             raise ConfigError(f"the Ray cluster has no {self.resource} for {device} workers ({resources}); "
                               "add a node that has one, or pick another --device.")
         target = engine.workers or int(resources[self.resource])
@@ -222,7 +261,7 @@ class _RaySession:
 
     def _maybe_grow(self, queued: int) -> None:
         """Without a fixed worker count, start one more worker when a CPU (GPU) is free and work waits."""
-        if self.engine.workers is not None or self.starting or not queued:
+        if self.engine.workers is not None or self.starting or not queued or self.growth_stopped:
             return
         if self.ray.available_resources().get(self.resource, 0) >= 1:
             self._start_worker()
@@ -255,7 +294,7 @@ class _RaySession:
             try:
                 output = ray.get(ref)
             except ray.exceptions.RayTaskError as error:
-                self.idle.append(actor)
+                self._replace(actor)  # the retry runs in a fresh process: a broken worker is not reused
                 attempts[unit.key] = attempts.get(unit.key, 0) + 1
                 if attempts[unit.key] >= self.engine.max_attempts:
                     self._fail(unit, _describe(error), attempts[unit.key])
@@ -284,6 +323,11 @@ class _RaySession:
             self.names[actor] = self.ray.get(ref)
         except self.ray.exceptions.RayError as error:  # its __init__ raised, or it was killed starting
             self.start_failures += 1
+            if self.start_failures >= MAX_START_FAILURES and self.names:
+                warn(f"Ray workers fail to start on some node ({_describe(error)[:500]}); going on with "
+                     f"the {len(self.names)} running.", RuntimeWarning)
+                self.growth_stopped = True
+                return
             if self.start_failures >= MAX_START_FAILURES:
                 raise ConfigError(
                     f"Ray workers fail to start ({self.start_failures} in a row): {_describe(error)[:2000]}\n"
@@ -299,6 +343,12 @@ class _RaySession:
 
     def _lose(self, actor) -> None:
         self.report.workers_lost += 1
+        self._replace(actor)
+
+    def _replace(self, actor) -> None:
+        """Kill ``actor`` (it may be alive but unreachable, holding its CPU/GPU) and start another."""
+        with contextlib.suppress(Exception):
+            self.ray.kill(actor)
         self.names.pop(actor, None)
         if not self.names:
             self.none_alive_since = time.monotonic()
@@ -335,7 +385,8 @@ def _use_cluster_token() -> None:
         )
     except ImportError:
         return
-    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    with contextlib.suppress(Exception):  # a private API: if it changed, Ray's own error says what to do
+        maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 def resolve_device_type(device: str) -> str:

@@ -209,6 +209,10 @@ def evaluate(
                 for ids in ([dataset.ids[i] for i in chunk],)
             ]
             _run_units(session, clean_units, store, accept, "clean pass", progress)
+            if session.report.failed:
+                # the attack batches are cut from the correctly classified images: without every clean
+                # record they would get other images and keys than a complete run's; a re-run does them
+                return _result(out_dir, store, config, dataset, models, resumed, ran, start, session)
             correct = {
                 r["image_id"] for r in store.records
                 if r["kind"] == "clean" and r["model"] == model_name and r["correct"]
@@ -224,6 +228,10 @@ def evaluate(
             _run_units(session, attack_units, store, accept, "attacks", progress)
         finally:
             session.close()
+    return _result(out_dir, store, config, dataset, models, resumed, ran, start, session)
+
+
+def _result(out_dir, store, config, dataset, models, resumed, ran, start, session) -> EvaluationResult:
     return EvaluationResult(
         out_dir=out_dir,
         records=list(store.records),

@@ -20,7 +20,8 @@ from smoothadv.report import write_report
 DATASETS = ("mnist", "imagenet-samples")
 
 
-def resolve_data(data: str, model_name: str | ModelSpec, model: Any = None, *, limit: int | None = None):
+def resolve_data(data: str, model_name: str | ModelSpec, model: Any = None, *, limit: int | None = None,
+                 lazy: bool = False):
     """The dataset named ``data`` prepared for a model.
 
     Args:
@@ -30,6 +31,8 @@ def resolve_data(data: str, model_name: str | ModelSpec, model: Any = None, *, l
             come from it).
         model: the loaded model (labels a folder without ``labels.csv``).
         limit: keep the first ``limit`` images.
+        lazy: read a folder's images on demand, by absolute path (workers that share the folder read
+            them themselves).
     """
     spec = ModelSpec.parse(model_name)
     model_name = spec.display_name
@@ -40,12 +43,13 @@ def resolve_data(data: str, model_name: str | ModelSpec, model: Any = None, *, l
         dataset = load_imagenet_samples(info.input_size or 224, resize=info.resize).head(limit)
     elif Path(data).expanduser().is_dir():
         dataset = load_image_folder(
-            data,
+            Path(data).expanduser().resolve() if lazy else data,
             channels=info.channels,
             size=spec.require_input_size(),
             resize=info.resize,
             model=model,
             class_names=info.class_names(),
+            lazy=lazy,
         ).head(limit)
     else:
         raise ConfigError(
@@ -103,7 +107,7 @@ def run_evaluation(
         spec.require_input_size()  # a folder is prepared for the model's input: say so before the preset
     preset, preset_from = resolve_preset(spec, preset)
     net = spec.load(device)
-    dataset = resolve_data(data, spec, net, limit=limit)
+    dataset = resolve_data(data, spec, net, limit=limit, lazy=bool(getattr(engine, "shared_data", False)))
     if batch_size is None:
         batch_size = batch_size_for(preset)
     result = evaluate(
