@@ -53,35 +53,26 @@ def local_run(tmp_path_factory) -> Path:
 
 
 @starts_ray
-def test_ray_records_equal_local_records(local_run, tmp_path):
-    out, log = tmp_path / "ray", tmp_path / "log"
-    status = run_in_loopback([*SMOOTHADV, *ARGS, *RAY_ARGS, "--out", str(out)], log=log, timeout=300)
-    assert status == 0, log.read_text()[-3000:]
-    engine = json_output(log)["engine"]
-    assert engine["name"] == "ray" and engine["workers"] == 2 and not engine["failed"]
-    assert len(engine["units_by_worker"]) == 2, engine  # both workers did some of the work
-    assert same_records(out, local_run)
-    assert (out / "report.html").is_file()
-    # and back: half of the Ray run's batches, finished by the local engine
-    back = tmp_path / "back"
-    shutil.copytree(out, back)
-    _keep_half_of_the_batches(back / RECORDS)
-    finished = subprocess.run([*SMOOTHADV, *ARGS, "--out", str(back), "--threads", "1"], timeout=300,
-                              env=environment(), capture_output=True, text=True)
-    assert finished.returncode == 0, finished.stderr[-3000:]
-    assert json.loads(finished.stdout)["resumed_batches"] > 0 and same_records(back, local_run)
-
-
-@starts_ray
-def test_a_local_run_continues_on_ray(local_run, tmp_path):
+def test_a_run_moves_between_engines(local_run, tmp_path):
+    """A quarter of the local run's batches, finished on Ray; then three quarters of that (Ray's batches
+    among them), finished locally: the records are the local run's each time."""
     out, log = tmp_path / "moved", tmp_path / "log"
     shutil.copytree(local_run, out)
-    markers = _keep_half_of_the_batches(out / RECORDS)
+    markers = _keep_batches(out / RECORDS, 0.25)
     status = run_in_loopback([*SMOOTHADV, *ARGS, *RAY_ARGS, "--out", str(out)], log=log, timeout=300)
     assert status == 0, log.read_text()[-3000:]
     summary = json_output(log)
-    assert summary["resumed_batches"] == len(markers) // 2 + 1
+    engine = summary["engine"]
+    assert engine["name"] == "ray" and engine["workers"] == 2 and not engine["failed"], engine
+    assert len(engine["units_by_worker"]) == 2, engine  # both workers did some of the work
+    assert summary["resumed_batches"] == len(markers) // 4 + 1
     assert summary["ran_batches"] == len(markers) - summary["resumed_batches"]
+    assert same_records(out, local_run) and (out / "report.html").is_file()
+    _keep_batches(out / RECORDS, 0.75)
+    back = subprocess.run([*SMOOTHADV, *ARGS, "--out", str(out), "--threads", "1"], timeout=300,
+                          env=environment(), capture_output=True, text=True)
+    assert back.returncode == 0, back.stderr[-3000:]
+    assert json.loads(back.stdout)["resumed_batches"] > summary["resumed_batches"]
     assert same_records(out, local_run)
 
 
@@ -147,11 +138,12 @@ wait $run
     assert same_records(out, local_run)
 
 
-def _keep_half_of_the_batches(path: Path) -> list[int]:
-    """Cut a records file after the marker of the middle batch; returns the marker lines it had."""
+def _keep_batches(path: Path, fraction: float) -> list[int]:
+    """Cut a records file after the marker of batch ``int(fraction * batches)`` (counted from 0); returns
+    the marker lines it had."""
     lines = path.read_bytes().splitlines(keepends=True)
     markers = [i for i, line in enumerate(lines) if line.startswith(b'{"count"')]
-    path.write_bytes(b"".join(lines[: markers[len(markers) // 2] + 1]))
+    path.write_bytes(b"".join(lines[: markers[int(len(markers) * fraction)] + 1]))
     return markers
 
 
