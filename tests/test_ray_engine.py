@@ -255,3 +255,31 @@ def test_shared_data_folder_is_read_by_the_workers(tmp_path):
     assert sent.returncode == 0, sent.stderr[-3000:]
     shared = records_without_timing(tmp_path / "shared" / RECORDS)
     assert shared == records_without_timing(tmp_path / "sent" / RECORDS) and len(shared) > 6
+
+
+def test_a_model_from_the_users_own_package_travels_by_value(tmp_path, monkeypatch):
+    """Workers on other nodes may lack the user's package: its classes are pickled by value."""
+    pytest.importorskip("ray")
+    import sys
+
+    package = tmp_path / "mynets"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        "import torch\n"
+        "class Net(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.fc = torch.nn.Linear(4, 2)\n"
+        "    def forward(self, x):\n"
+        "        return self.fc(x.flatten(1))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import mynets
+
+    net, x = mynets.Net().eval(), torch.rand(3, 1, 2, 2)
+    packed = pack_model(net)
+    monkeypatch.delitem(sys.modules, "mynets")
+    sys.path.remove(str(tmp_path))  # as on a node without the package
+    with pytest.raises(ImportError):
+        import mynets  # noqa: F401, F811
+    assert torch.equal(unpack_model(packed, torch.device("cpu"))(x), net(x))

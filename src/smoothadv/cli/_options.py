@@ -81,8 +81,9 @@ def runtime(args: argparse.Namespace):
     return set_runtime(args.device, args.threads)
 
 
-def add_engine_options(parser: argparse.ArgumentParser) -> None:
-    """``--engine`` and the Ray engine's ``--address``, ``--workers`` and ``--shared-data``."""
+def add_engine_options(parser: argparse.ArgumentParser, *, shared_data: bool = True) -> None:
+    """``--engine`` and the Ray engine's ``--address``, ``--workers`` and (for commands that read image
+    folders) ``--shared-data``."""
     group = parser.add_argument_group(
         "engine", "where the batches run: here (local), or on the workers of a Ray cluster (ray; needs "
         "pip install 'smoothadv[ray]'); either way this process alone writes --out, and a run started on "
@@ -95,9 +96,10 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--workers", type=positive_int,
                        help="ray: worker processes (default: one per CPU of the cluster, or per GPU with "
                        "--device cuda, growing as nodes join)")
-    group.add_argument("--shared-data", action="store_true",
-                       help="ray: the --data folder is at the same path on every node; workers read the "
-                       "images there instead of receiving them")
+    if shared_data:
+        group.add_argument("--shared-data", action="store_true",
+                           help="ray: the --data folder is at the same path on every node; workers read "
+                           "the images there instead of receiving them")
 
 
 def runtime_and_engine(args: argparse.Namespace):
@@ -109,9 +111,10 @@ def runtime_and_engine(args: argparse.Namespace):
     from smoothadv.core.errors import ConfigError
     from smoothadv.core.runtime import set_runtime
 
+    shared_data = getattr(args, "shared_data", False)
     if args.engine == "local":
         given = [flag for flag, value in (("--address", args.address), ("--workers", args.workers),
-                                          ("--shared-data", args.shared_data)) if value]
+                                          ("--shared-data", shared_data)) if value]
         if given:
             raise ConfigError(f"{', '.join(given)} go(es) with --engine ray; add --engine ray or drop them.")
         return runtime(args), None
@@ -119,5 +122,5 @@ def runtime_and_engine(args: argparse.Namespace):
 
     import_ray()  # say the extra is missing before any model is loaded
     device = None if args.device == "auto" else args.device
-    engine = RayEngine(args.address, workers=args.workers, device=device, shared_data=args.shared_data)
+    engine = RayEngine(args.address, workers=args.workers, device=device, shared_data=shared_data)
     return set_runtime("cpu", args.threads), engine

@@ -45,6 +45,9 @@ def engine_outcome(command: str, reports: list[dict]) -> tuple[list[str], int]:
         print(f"smoothadv {command}: batch {failure['key']} failed {failure['attempts']} time(s): "
               f"{failure['error']}", file=sys.stderr)
     if failed:
-        print(f"smoothadv {command}: {len(failed)} batch(es) failed; every other batch is saved: fix the "
-              "cause and run the same command again to run only those.", file=sys.stderr)
+        skipped = any(report.get("attacks_skipped") for report in reports)
+        saved = ("a clean-pass batch failed, so no attack ran (which images are attacked depends on every "
+                 "clean record)") if skipped else "every other batch is saved"
+        print(f"smoothadv {command}: {len(failed)} batch(es) failed; {saved}: fix the cause and run the "
+              "same command again to run only what is missing.", file=sys.stderr)
     return lines, 1 if failed else 0

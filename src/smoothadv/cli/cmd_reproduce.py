@@ -26,7 +26,7 @@ def register(subparsers) -> None:
     parser.add_argument("--restart", action="store_true", help="discard earlier records in --out")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     add_runtime_options(parser)
-    add_engine_options(parser)
+    add_engine_options(parser, shared_data=False)  # its data sets are held in memory
     add_json_flag(parser)
     parser.set_defaults(handler=run)
 

@@ -31,6 +31,7 @@ def load_image_folder(
     class_names: Sequence[str] | None = None,
     strict: bool = False,
     lazy: bool = False,
+    verify: bool = False,
     batch_size: int = 32,
 ) -> ImageDataset:
     """Load every image file (PNG, JPEG, ...) directly inside ``folder`` as a labelled dataset.
@@ -49,7 +50,10 @@ def load_image_folder(
         model: (B, C, size, size) images in [0, 1] -> (B, K) logits; needed only without labels.
         class_names: names of the K classes, to read names in the CSV and for reports.
         strict: raise on the first bad file or label row instead of skipping it with a warning.
-        lazy: check each file's header now and decode images only when a batch needs them.
+        lazy: check each file's header now and decode images only when a batch needs them (by absolute
+            path, so a process in another working directory reads the same files).
+        verify: with ``lazy``, decode each image once now (the checks of an eager load: transparency,
+            truncated files) instead of reading its header only.
         batch_size: batch size for the model's predictions.
 
     Returns:
@@ -96,14 +100,16 @@ def load_image_folder(
                 reject(path.name, f"no label row for this file in {csv_path.name}")
             continue
         try:
-            if lazy:
-                _check_header(path, channels=channels, size=size)
-            else:
+            if not lazy:
                 images.append(read_image(path, channels=channels, size=size, resize=resize))
+            elif verify:
+                read_image(path, channels=channels, size=size, resize=resize)
+            else:
+                _check_header(path, channels=channels, size=size)
         except DataError as error:
             reject(path.name, str(error).removeprefix(f"{path}: "))
             continue
-        kept.append(path)
+        kept.append(path.absolute() if lazy else path)
     if not kept:
         raise DataError(f"no usable image in {folder}: " + "; ".join(f"{n}: {r}" for n, r in skipped))
 

@@ -169,6 +169,7 @@ class EngineReport:
             re-run tries them again).
         start_seconds: from opening the engine to its first worker ready (importing smoothadv, loading
             the models).
+        attacks_skipped: a clean batch of the attacked model failed, so no attack ran.
     """
 
     name: str
@@ -179,6 +180,7 @@ class EngineReport:
     workers_lost: int = 0
     failed: list[dict] = field(default_factory=list)
     start_seconds: float = 0.0
+    attacks_skipped: bool = False
 
     def count(self, worker: str) -> None:
         """One more unit run by ``worker``."""
@@ -190,7 +192,7 @@ class EngineReport:
         return {"name": self.name, "device": self.device, "workers": self.workers,
                 "nodes": max(1, len(nodes)), "units_by_worker": dict(self.units_by_worker),
                 "retried": self.retried, "workers_lost": self.workers_lost, "failed": list(self.failed),
-                "start_seconds": self.start_seconds}
+                "start_seconds": self.start_seconds, "attacks_skipped": self.attacks_skipped}
 
 
 Accept = Callable[[Unit, UnitOutput], None]

@@ -115,9 +115,9 @@ class RayEngine:
 def pack_model(model: nn.Module) -> bytes:
     """A model as bytes that load on any device (see :func:`unpack_model`).
 
-    The module is pickled with cloudpickle, so classes defined in a script, or in a user's module that the
-    workers cannot import, travel by value; TorchScript parts (a scripted model, or one wrapped in a
-    normalisation) travel as TorchScript archives; tensors on any device load on the worker's.
+    The module is pickled with cloudpickle, so classes defined in a script, or in the user's own package
+    (not installed in site-packages), travel by value; TorchScript parts (a scripted model, or one wrapped
+    in a normalisation) travel as TorchScript archives; tensors on any device load on the worker's.
 
     Args:
         model: the driver's model, left untouched.
@@ -137,19 +137,35 @@ def pack_model(model: nn.Module) -> bytes:
                 return _load_script, (archive.getvalue(),)
             return super().reducer_override(obj)
 
-    by_value = [module for module in {type(m).__module__ for m in model.modules()}
-                if module.split(".")[0] not in ("torch", "smoothadv", "builtins", "__main__")
-                and module in sys.modules]
-    for module in by_value:
-        cloudpickle.register_pickle_by_value(sys.modules[module])
+    registered = set(cloudpickle.list_registry_pickle_by_value())
+    by_value = {_own_package(type(m).__module__) for m in model.modules()} - {None} - registered
+    for package in by_value:
+        cloudpickle.register_pickle_by_value(sys.modules[package])
     try:
         buffer = io.BytesIO()
         pickle_module = types.SimpleNamespace(Pickler=Pickler, __name__="cloudpickle")
         torch.save(model, buffer, pickle_module=pickle_module)
     finally:
-        for module in by_value:
-            cloudpickle.unregister_pickle_by_value(sys.modules[module])
+        for package in by_value:
+            cloudpickle.unregister_pickle_by_value(sys.modules[package])
     return buffer.getvalue()
+
+
+def _own_package(module: str) -> str | None:
+    """The top-level package of ``module`` when it is the user's own code (not installed, so the workers
+    may lack it: it travels by value), else None (installed packages, torch and smoothadv included, are
+    imported by the workers)."""
+    package = module.split(".")[0]
+    if package in ("torch", "smoothadv", "builtins", "__main__") or package not in sys.modules:
+        return None
+    where = getattr(sys.modules[package], "__file__", None)
+    if where is None:
+        return None  # a namespace or built-in package
+    where = os.path.abspath(where)
+    installed = ("site-packages", "dist-packages")
+    if any(part in installed for part in where.split(os.sep)) or where.startswith(sys.base_prefix):
+        return None
+    return package
 
 
 def _load_script(archive: bytes) -> nn.Module:
@@ -323,18 +339,19 @@ class _RaySession:
             self.names[actor] = self.ray.get(ref)
         except self.ray.exceptions.RayError as error:  # its __init__ raised, or it was killed starting
             self.start_failures += 1
-            if self.start_failures >= MAX_START_FAILURES and self.names:
-                warn(f"Ray workers fail to start on some node ({_describe(error)[:500]}); going on with "
-                     f"the {len(self.names)} running.", RuntimeWarning)
+            if self.start_failures < MAX_START_FAILURES:
+                self._start_worker()
+                return
+            if self.names or self.starting:  # others run, or may still come up: go on without this one
+                if not self.growth_stopped:
+                    warn(f"Ray workers fail to start on some node ({_describe(error)[:500]}); going on "
+                         "with the others.", RuntimeWarning)
                 self.growth_stopped = True
                 return
-            if self.start_failures >= MAX_START_FAILURES:
-                raise ConfigError(
-                    f"Ray workers fail to start ({self.start_failures} in a row): {_describe(error)[:2000]}\n"
-                    "Every node needs smoothadv and torch installed, and the device asked for."
-                ) from None
-            self._start_worker()
-            return
+            raise ConfigError(
+                f"Ray workers fail to start ({self.start_failures} in a row): {_describe(error)[:2000]}\n"
+                "Every node needs smoothadv and torch installed, and the device asked for."
+            ) from None
         self.start_failures = 0
         self.idle.append(actor)
         if not self.report.start_seconds:

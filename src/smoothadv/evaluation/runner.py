@@ -209,9 +209,10 @@ def evaluate(
                 for ids in ([dataset.ids[i] for i in chunk],)
             ]
             _run_units(session, clean_units, store, accept, "clean pass", progress)
-            if session.report.failed:
+            if any(f["key"].startswith(f"clean|{model_name}|") for f in session.report.failed):
                 # the attack batches are cut from the correctly classified images: without every clean
                 # record they would get other images and keys than a complete run's; a re-run does them
+                session.report.attacks_skipped = True
                 return _result(out_dir, store, config, dataset, models, resumed, ran, start, session)
             correct = {
                 r["image_id"] for r in store.records

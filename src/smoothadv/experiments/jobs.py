@@ -31,8 +31,8 @@ def resolve_data(data: str, model_name: str | ModelSpec, model: Any = None, *, l
             come from it).
         model: the loaded model (labels a folder without ``labels.csv``).
         limit: keep the first ``limit`` images.
-        lazy: read a folder's images on demand, by absolute path (workers that share the folder read
-            them themselves).
+        lazy: check a folder's images now and read them again on demand, by absolute path (workers that
+            share the folder read them themselves).
     """
     spec = ModelSpec.parse(model_name)
     model_name = spec.display_name
@@ -43,13 +43,14 @@ def resolve_data(data: str, model_name: str | ModelSpec, model: Any = None, *, l
         dataset = load_imagenet_samples(info.input_size or 224, resize=info.resize).head(limit)
     elif Path(data).expanduser().is_dir():
         dataset = load_image_folder(
-            Path(data).expanduser().resolve() if lazy else data,
+            data,
             channels=info.channels,
             size=spec.require_input_size(),
             resize=info.resize,
             model=model,
             class_names=info.class_names(),
             lazy=lazy,
+            verify=lazy,
         ).head(limit)
     else:
         raise ConfigError(
