@@ -1,5 +1,6 @@
-"""The Ray engine (issue 17): records equal a local run's, a killed worker's batch is retried, a killed driver
-resumes, a run moves between engines, and (slow) a node that joins mid-run gets work.
+"""The Ray engine (issue 17): a run moves between engines with records equal to a local run's, a killed
+driver resumes, a killed worker's batch is retried, a failing batch is reported, workers read shared data,
+and (slow) a node that joins mid-run gets work.
 
 Every Ray here runs in a network namespace whose only address is 127.0.0.1 (see ``ray_cluster``), with a
 bounded time, and is killed with its namespace at the end.
@@ -54,8 +55,8 @@ def local_run(tmp_path_factory) -> Path:
 
 @starts_ray
 def test_a_run_moves_between_engines(local_run, tmp_path):
-    """A quarter of the local run's batches, finished on Ray; then three quarters of that (Ray's batches
-    among them), finished locally: the records are the local run's each time."""
+    """A quarter of the local run's batches, finished on Ray; then all but the last batch of that (Ray's
+    batches among them), finished locally: the records are the local run's each time."""
     out, log = tmp_path / "moved", tmp_path / "log"
     shutil.copytree(local_run, out)
     markers = _keep_batches(out / RECORDS, 0.25)
@@ -68,7 +69,7 @@ def test_a_run_moves_between_engines(local_run, tmp_path):
     assert summary["resumed_batches"] == len(markers) // 4 + 1
     assert summary["ran_batches"] == len(markers) - summary["resumed_batches"]
     assert same_records(out, local_run) and (out / "report.html").is_file()
-    _keep_batches(out / RECORDS, 0.75)
+    _keep_batches(out / RECORDS, 0.85)  # all but the last batch Ray wrote
     back = subprocess.run([*SMOOTHADV, *ARGS, "--out", str(out), "--threads", "1"], timeout=300,
                           env=environment(), capture_output=True, text=True)
     assert back.returncode == 0, back.stderr[-3000:]
@@ -77,38 +78,33 @@ def test_a_run_moves_between_engines(local_run, tmp_path):
 
 
 @starts_ray
-def test_a_killed_worker_loses_nothing(local_run, tmp_path):
+def test_a_killed_driver_resumes_and_a_killed_worker_loses_nothing(local_run, tmp_path):
+    """The driver killed by SIGKILL after two attack batches; the same command again, during which a worker
+    is killed by SIGKILL in the middle of a C&W batch: every record once, equal to the local run's."""
     out, log = tmp_path / "ray", tmp_path / "log"
-    with loopback_process([*SMOOTHADV, *ARGS, *RAY_ARGS, "--out", str(out)], log=log) as driver:
+    command = [*SMOOTHADV, *ARGS, *RAY_ARGS, "--out", str(out)]
+    with loopback_process(command, log=log) as driver:
+        deadline = time.monotonic() + 240
+        while attack_batches(out / RECORDS) < 2 and driver.poll() is None:
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.02)
+        driver.send_signal(signal.SIGKILL)  # the driver only; its namespace (Ray) is killed on leaving
+        driver.wait(timeout=30)
+    partial = attack_batches(out / RECORDS)
+    assert partial >= 2
+    with loopback_process(command, log=log) as driver:
         deadline, victim = time.monotonic() + 240, None
         while victim is None and driver.poll() is None and time.monotonic() < deadline:
-            if attack_batches(out / "records.jsonl") >= 6:  # into the C&W batches, which last seconds
+            if attack_batches(out / RECORDS) >= 6:  # into the C&W batches, which last seconds
                 victim = worker_running_a_unit()
             time.sleep(0.02)
         assert victim is not None, f"no worker was seen running a batch:\n{log.read_text()[-3000:]}"
         os.kill(victim, signal.SIGKILL)
         assert driver.wait(timeout=240) == 0, log.read_text()[-3000:]
-    engine = json_output(log)["engine"]
-    assert engine["workers_lost"] >= 1 and engine["retried"] >= 1 and not engine["failed"], engine
-    assert same_records(out, local_run)
-
-
-@starts_ray
-def test_a_killed_driver_resumes(local_run, tmp_path):
-    out, log = tmp_path / "ray", tmp_path / "log"
-    command = [*SMOOTHADV, *ARGS, *RAY_ARGS, "--out", str(out)]
-    with loopback_process(command, log=log) as driver:
-        deadline = time.monotonic() + 240
-        while attack_batches(out / "records.jsonl") < 2 and driver.poll() is None:
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.02)
-        driver.send_signal(signal.SIGKILL)  # the driver only; its namespace (Ray) is killed on leaving
-        driver.wait(timeout=30)
-    partial = attack_batches(out / "records.jsonl")
-    status = run_in_loopback(command, log=log, timeout=300)
-    assert status == 0, log.read_text()[-3000:]
     summary = json_output(log)
-    assert summary["resumed_batches"] >= partial >= 2 and summary["ran_batches"] > 0
+    engine = summary["engine"]
+    assert engine["workers_lost"] >= 1 and engine["retried"] >= 1 and not engine["failed"], engine
+    assert summary["resumed_batches"] >= partial and summary["ran_batches"] > 0
     assert same_records(out, local_run)
 
 
