@@ -244,8 +244,6 @@ class _LocalSession:
 
     def run(self, units: Sequence[Unit], accept: Accept, progress: Progress) -> None:
         for unit in units:
-            if isinstance(unit, BatchJob):
-                progress.postfix(unit.attack)
             accept(unit, self.bench.run(unit, *unit_inputs(self.context.dataset, unit)))
             self.report.count("local")
             progress.update(len(unit.indices))

@@ -226,7 +226,12 @@ def evaluate(
                 for chunk in _chunks(attacked, plan.batch_size)
                 for ids in ([dataset.ids[i] for i in chunk],)
             ]
-            _run_units(session, attack_units, store, accept, "attacks", progress)
+            if engine.name == "local":  # one bar per attack: their costs differ too much for one ETA
+                for name in plan.attacks:
+                    _run_units(session, [u for u in attack_units if u.attack == name], store, accept, name,
+                               progress)
+            else:  # one bar over every worker
+                _run_units(session, attack_units, store, accept, "attacks", progress)
         finally:
             session.close()
     return _result(out_dir, store, config, dataset, models, resumed, ran, start, session)
