@@ -242,7 +242,11 @@ class _RaySession:
         ray, engine, context = self.ray, self.engine, self.context
         resources = ray.cluster_resources()
         device = engine.device or ("cuda" if resources.get("GPU", 0) >= 1 else "cpu")
-        if resolve_device_type(device) == "cuda":
+        try:
+            kind = torch.device(device).type  # not resolve_device: this (driver) machine may lack it
+        except (RuntimeError, ValueError):
+            raise ConfigError(f"unknown device {device!r}; give cpu, cuda or auto.") from None
+        if kind == "cuda":
             device = "cuda"  # Ray shows each GPU worker the one GPU it was given, as cuda:0
         self.resource = "GPU" if device == "cuda" else "CPU"
         payload = {
@@ -272,9 +276,6 @@ class _RaySession:
         actor = self.actor_class.remote(self.payload, self.device)
         self.starting[actor.ready.remote()] = actor
 
-    def _live(self) -> int:
-        return len(self.names)
-
     def _maybe_grow(self, queued: int) -> None:
         """Without a fixed worker count, start one more worker when a CPU (GPU) is free and work waits."""
         if self.engine.workers is not None or self.starting or not queued or self.growth_stopped:
@@ -297,7 +298,7 @@ class _RaySession:
             if time.monotonic() - last_growth > 2 * POLL_S:
                 self._maybe_grow(len(queue))
                 last_growth = time.monotonic()
-            progress.postfix(f"{len(running)} of {self._live()} workers busy")
+            progress.postfix(f"{len(running)} of {len(self.names)} workers busy")
             done, _ = ray.wait(list(running) + list(self.starting), num_returns=1, timeout=POLL_S)
             if not done:
                 self._check_started()
@@ -356,7 +357,7 @@ class _RaySession:
         self.idle.append(actor)
         if not self.report.start_seconds:
             self.report.start_seconds = time.monotonic() - self.opened_at
-        self.report.workers = max(self.report.workers, self._live())
+        self.report.workers = max(self.report.workers, len(self.names))
 
     def _lose(self, actor) -> None:
         self.report.workers_lost += 1
@@ -404,11 +405,6 @@ def _use_cluster_token() -> None:
         return
     with contextlib.suppress(Exception):  # a private API: if it changed, Ray's own error says what to do
         maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
-
-
-def resolve_device_type(device: str) -> str:
-    """``cuda:1`` -> ``cuda``, without checking this (driver) machine has it: the workers check."""
-    return str(device).split(":")[0].strip().lower()
 
 
 def _describe(error: Exception) -> str:

@@ -209,35 +209,15 @@ def evaluate(
                 for ids in ([dataset.ids[i] for i in chunk],)
             ]
             _run_units(session, clean_units, store, accept, "clean pass", progress)
+            # the attack batches are cut from the correctly classified images: without every clean record
+            # of the attacked model they would get other images and keys than a complete run's
             if any(f["key"].startswith(f"clean|{model_name}|") for f in session.report.failed):
-                # the attack batches are cut from the correctly classified images: without every clean
-                # record they would get other images and keys than a complete run's; a re-run does them
-                session.report.attacks_skipped = True
-                return _result(out_dir, store, config, dataset, models, resumed, ran, start, session)
-            correct = {
-                r["image_id"] for r in store.records
-                if r["kind"] == "clean" and r["model"] == model_name and r["correct"]
-            }
-            attacked = [i for i in range(len(dataset)) if dataset.ids[i] in correct]
-            attack_units = [
-                BatchJob(name, eps, params, batch_key("attack", model_name, name, eps, ids), chunk, ids)
-                for name in plan.attacks
-                for eps, params in zip(plan.grids[name], parameters[name], strict=True)
-                for chunk in _chunks(attacked, plan.batch_size)
-                for ids in ([dataset.ids[i] for i in chunk],)
-            ]
-            if engine.name == "local":  # one bar per attack: their costs differ too much for one ETA
-                for name in plan.attacks:
-                    _run_units(session, [u for u in attack_units if u.attack == name], store, accept, name,
-                               progress)
-            else:  # one bar over every worker
-                _run_units(session, attack_units, store, accept, "attacks", progress)
+                session.report.attacks_skipped = True  # a re-run does the clean batch, then the attacks
+            else:
+                _attack_pass(session, store, accept, dataset, plan, parameters, model_name, engine.name,
+                             progress)
         finally:
             session.close()
-    return _result(out_dir, store, config, dataset, models, resumed, ran, start, session)
-
-
-def _result(out_dir, store, config, dataset, models, resumed, ran, start, session) -> EvaluationResult:
     return EvaluationResult(
         out_dir=out_dir,
         records=list(store.records),
@@ -251,6 +231,29 @@ def _result(out_dir, store, config, dataset, models, resumed, ran, start, sessio
         seconds=time.perf_counter() - start,
         engine=session.report,
     )
+
+
+def _attack_pass(session: EngineSession, store: RecordStore, accept, dataset: ImageDataset,
+                 plan: EvaluationPlan, parameters: dict, model_name: str, engine_name: str,
+                 progress: bool) -> None:
+    """Attack the images ``model_name`` classifies correctly, attack by attack, epsilon by epsilon."""
+    correct = {
+        r["image_id"] for r in store.records
+        if r["kind"] == "clean" and r["model"] == model_name and r["correct"]
+    }
+    attacked = [i for i in range(len(dataset)) if dataset.ids[i] in correct]
+    units = [
+        BatchJob(name, eps, params, batch_key("attack", model_name, name, eps, ids), chunk, ids)
+        for name in plan.attacks
+        for eps, params in zip(plan.grids[name], parameters[name], strict=True)
+        for chunk in _chunks(attacked, plan.batch_size)
+        for ids in ([dataset.ids[i] for i in chunk],)
+    ]
+    if engine_name == "local":  # one bar per attack: their costs differ too much for one ETA
+        for name in plan.attacks:
+            _run_units(session, [u for u in units if u.attack == name], store, accept, name, progress)
+    else:  # one bar over every worker
+        _run_units(session, units, store, accept, "attacks", progress)
 
 
 def _chunks(indices, size: int) -> list[list[int]]:
