@@ -18,7 +18,7 @@ from smoothadv.attacks import (
     quantize_8bit,
 )
 from smoothadv.attacks.base import quantize_within_budget
-from smoothadv.attacks.carlini_wagner import _BestIterates
+from smoothadv.attacks.strategies import BestIterates
 from smoothadv.core.errors import (
     ConfigError,
     InputError,
@@ -183,7 +183,7 @@ def _offer(best, model, value: float):
 def test_best_iterates_checks_the_least_distorted_first_and_falls_back():
     model = ThresholdModel(threshold=0.6)
     original = torch.full((1, 1, 1, 1), 0.5, dtype=torch.float64)
-    best = _BestIterates(model, original, torch.tensor([0]), None, verify_8bit=True)
+    best = BestIterates(model, original, torch.tensor([0]), None, verify_8bit=True)
     for value in (0.7, 0.65, 0.6005):  # each succeeds and is less distorted than the one before
         assert not bool(_offer(best, model, value))  # kept aside for the check after rounding
     model.images_seen = 0
@@ -199,7 +199,7 @@ def test_best_iterates_checks_the_least_distorted_first_and_falls_back():
 def test_best_iterates_without_rounding_keeps_every_improvement_at_once():
     model = ThresholdModel(threshold=0.6)
     original = torch.full((1, 1, 1, 1), 0.5, dtype=torch.float64)
-    best = _BestIterates(model, original, torch.tensor([0]), None, verify_8bit=False)
+    best = BestIterates(model, original, torch.tensor([0]), None, verify_8bit=False)
     assert bool(_offer(best, model, 0.6005))
     assert float(best.l2[0]) == pytest.approx(0.1005)
     assert not bool(_offer(best, model, 0.55))  # fails: best unchanged

@@ -14,9 +14,10 @@ Families:
 
 from __future__ import annotations
 
+import inspect
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -25,6 +26,7 @@ from smoothadv.attacks.losses import goal_reached
 from smoothadv.core.errors import ConfigError, InputError, ModelError, PreflightWarning, ShapeError, warn
 from smoothadv.core.images import quantize_8bit
 from smoothadv.core.validation import check_image_batch, check_keywords
+from smoothadv.smoothing import describe_operator
 
 
 @dataclass
@@ -135,23 +137,63 @@ class Attack:
         super().__init_subclass__(**kwargs)
         if "__init__" in cls.__dict__:  # a misspelled option names the close ones, not a bare TypeError
             cls.__init__ = check_keywords(cls.__init__)
+        if "Options" in cls.__dict__ and cls.Options is not None:
+            cls.Options.__init__ = check_keywords(cls.Options.__init__)
 
-    def __init__(self, model: nn.Module, *, quantize: bool = True):
+    #: The attack's configuration, a frozen dataclass whose fields are the attack's keyword options (None
+    #: for the attacks that take their options in ``__init__``). ``parameters()`` and ``name`` derive
+    #: from it; its fields read as attributes (``attack.steps``).
+    Options: ClassVar[type | None] = None
+
+    def __init__(self, model: nn.Module, *, quantize: bool = True, **options):
         if not callable(model):
             raise ModelError(f"model must be a callable torch module, got {type(model).__name__}.")
         self.model = model
         self.quantize = quantize
+        if self.Options is not None:
+            self.options = self.Options(**options)
+        elif options:
+            raise ConfigError(f"{type(self).__name__} takes no option {', '.join(map(repr, options))}.")
+
+    def __getattr__(self, name: str):
+        options = self.__dict__.get("options")
+        if options is not None and name in {f.name for f in fields(options)}:
+            return getattr(options, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @classmethod
+    def option_names(cls) -> set[str]:
+        """The keyword options ``make_attack`` accepts for this class."""
+        names = {name for name, parameter in inspect.signature(cls.__init__).parameters.items()
+                 if parameter.kind is not inspect.Parameter.VAR_KEYWORD} - {"self", "model"}
+        if cls.Options is not None:
+            names |= {f.name for f in fields(cls.Options)}
+        return names
 
     @property
     def name(self) -> str:
-        """The name results record, from the configuration: C&W given a smoother records itself as sC&W."""
-        if getattr(self, "smoothing", None) is None:
+        """The name results record, from the configuration.
+
+        Given the guided smoothing, an attack records its smooth key (C&W: ``scw``); given another
+        perturbation operator, ``key+kind`` (``ddn+lowpass``).
+        """
+        operator = getattr(self, "smoothing", None)
+        if operator is None:
             return self.key
-        return self.smooth_key or f"{self.key}+smoothing"
+        if operator.kind == "guided" and self.smooth_key:
+            return self.smooth_key
+        return f"{self.key}+{operator.kind}"
 
     def parameters(self) -> dict[str, Any]:
-        """Parameters recorded with every result."""
-        return {"quantize": self.quantize}
+        """Parameters recorded with every result: ``quantize`` and the options (operators described by
+        their kind and parameters; options that are None left out)."""
+        params: dict[str, Any] = {"quantize": self.quantize}
+        if self.Options is not None:
+            for f in fields(self.options):
+                value = getattr(self.options, f.name)
+                if value is not None:
+                    params[f.name] = describe_operator(value) if f.name == "smoothing" else value
+        return params
 
     def run(self, images: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None,
             clean: CleanPass) -> RunOutput:
@@ -277,8 +319,8 @@ class FixedDistortionAttack(Attack):
     norm = "l2"
     epsilon_grids: dict[str, list[float]] = {}
 
-    def __init__(self, model: nn.Module, epsilon: float, *, quantize: bool = True):
-        super().__init__(model, quantize=quantize)
+    def __init__(self, model: nn.Module, epsilon: float, *, quantize: bool = True, **options):
+        super().__init__(model, quantize=quantize, **options)
         if not isinstance(epsilon, (int, float)) or not epsilon > 0 or epsilon == float("inf"):
             raise ConfigError(f"epsilon must be a finite number > 0; got {epsilon!r}.")
         if self.norm == "linf" and epsilon > 1:

@@ -24,7 +24,7 @@ from smoothadv.attacks.base import (
 )
 from smoothadv.attacks.losses import margin_loss
 from smoothadv.core.errors import ConfigError
-from smoothadv.smoothing import Smoothing
+from smoothadv.smoothing import PerturbationOperator, Smoothing, check_operator, describe_operator
 
 
 class GradientAttack(FixedDistortionAttack):
@@ -37,7 +37,8 @@ class GradientAttack(FixedDistortionAttack):
         step_size: absolute step; None uses ``relative_step * epsilon``.
         relative_step: step as a fraction of ``epsilon`` when ``step_size`` is None (None: the class's
             ``default_relative_step``, the paper's ratio).
-        smoothing: if given, each gradient is smoothed by ``s_hat_alpha`` guided by the clean image (eq. 12).
+        smoothing: if given, each gradient is smoothed by ``s_hat_alpha`` guided by the clean image (eq. 12),
+            or by another perturbation operator (:mod:`smoothadv.smoothing.perturbation`).
         margin: margin m of the loss (eq. 3).
         quantize: see :class:`~smoothadv.attacks.base.Attack`.
     """
@@ -47,15 +48,15 @@ class GradientAttack(FixedDistortionAttack):
     default_relative_step = 0.6
 
     def __init__(self, model: nn.Module, epsilon: float, *, steps: int = 10, step_size: float | None = None,
-                 relative_step: float | None = None, smoothing: Smoothing | None = None, margin: float = 0.0,
+                 relative_step: float | None = None, smoothing: PerturbationOperator | None = None,
+                 margin: float = 0.0,
                  quantize: bool = True):
         super().__init__(model, epsilon, quantize=quantize)
         if not isinstance(steps, int) or steps < 1:
             raise ConfigError(f"steps must be an integer >= 1; got {steps!r}.")
         if step_size is not None and not step_size > 0:
             raise ConfigError(f"step_size must be > 0; got {step_size!r}.")
-        if smoothing is not None and not isinstance(smoothing, Smoothing):
-            raise ConfigError("smoothing must be a smoothadv.Smoothing configuration or None.")
+        check_operator(smoothing)
         self.steps = steps
         if relative_step is None:
             relative_step = self.default_relative_step
@@ -67,7 +68,7 @@ class GradientAttack(FixedDistortionAttack):
         params = {**super().parameters(), "steps": self.steps, "step_size": self.step_size,
                   "margin": self.margin}
         if self.smoothing is not None:
-            params["smoothing"] = vars(self.smoothing).copy()
+            params["smoothing"] = describe_operator(self.smoothing)
         return params
 
     def normalize(self, gradient: torch.Tensor) -> torch.Tensor:

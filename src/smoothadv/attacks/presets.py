@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from smoothadv.core.errors import ConfigError
-from smoothadv.smoothing import Smoothing
+from smoothadv.smoothing import DCTSubspace, GaussianLowPass, Smoothing
 
 #: The smoother of the smooth attacks (qPGD2, sC&W) per preset.
 SMOOTHING: dict[str, Smoothing] = {
@@ -22,6 +22,16 @@ SMOOTHING: dict[str, Smoothing] = {
     "imagenet": Smoothing(alpha=0.997, kernel="gaussian", sigma=(1.0 / 600.0) ** 0.5, channels="per_channel"),
 }
 PRESET_NAMES = tuple(SMOOTHING)
+
+#: The perturbation operators of the smooth forms (``ATTACK+KIND``) per preset. The image-agnostic
+#: baselines are matched to the guided smoothing by the share of white-noise energy each operator keeps,
+#: ``E||P(n)||^2 / E||n||^2`` (its effective degrees of freedom per pixel), averaged over test images:
+#: ``python benchmarks/operators.py`` measures it (MNIST: guided 0.031, DCT 5x5 of 28x28 frequencies 0.032;
+#: ImageNet at 224: guided 0.0031, DCT 13x13 0.0034). The DCT ratio is rounded to whole frequencies.
+OPERATORS: dict[str, dict[str, Any]] = {
+    preset: {"guided": SMOOTHING[preset], "lowpass": GaussianLowPass(sigma=sigma), "dct": DCTSubspace(ratio=ratio)}
+    for preset, sigma, ratio in (("mnist", 1.74, 0.178), ("imagenet", 5.29, 0.058))
+}
 #: Inputs with a side below this many pixels take the MNIST preset, larger ones the ImageNet preset.
 IMAGENET_MIN_SIDE = 64
 

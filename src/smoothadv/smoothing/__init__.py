@@ -1,7 +1,18 @@
-"""Image-guided Laplacian smoothing (paper section 3): graph -> regularised Laplacian -> solver."""
+"""Image-guided Laplacian smoothing (paper section 3): graph -> regularised Laplacian -> solver; and the
+linear perturbation operators attacks optimise through (guided, Gaussian low-pass, DCT subspace)."""
 
 from smoothadv.smoothing.graph import PixelGraph, build_graph
 from smoothadv.smoothing.operator import GuidedSmoother, Smoothing, choose_solver, smooth
+from smoothadv.smoothing.perturbation import (
+    OPERATOR_KINDS,
+    DCTSubspace,
+    GaussianLowPass,
+    PerturbationOperator,
+    PreparedOperator,
+    check_operator,
+    describe_operator,
+    operator_kind,
+)
 from smoothadv.smoothing.solvers import (
     SOLVERS,
     CGSolver,
@@ -14,6 +25,14 @@ from smoothadv.smoothing.solvers import (
 )
 
 __all__ = [
+    "OPERATOR_KINDS",
+    "DCTSubspace",
+    "GaussianLowPass",
+    "PerturbationOperator",
+    "PreparedOperator",
+    "check_operator",
+    "describe_operator",
+    "operator_kind",
     "SOLVERS",
     "CGSolver",
     "CholeskySolver",

@@ -18,6 +18,7 @@ Usage::
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any, ClassVar
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -66,6 +67,7 @@ class Smoothing:
         cg_maxiter: iteration cap of the iterative solvers (a warning reports the residual when it binds).
     """
 
+    kind: ClassVar[str] = "guided"
     alpha: float = 0.95
     neighbourhood: int = 4
     kernel: str = "laplacian"
@@ -91,6 +93,10 @@ class Smoothing:
     def with_options(self, **changes) -> Smoothing:
         """A copy with some fields changed (validated again)."""
         return replace(self, **changes)
+
+    def describe(self) -> dict[str, Any]:
+        """The parameters results record (the fields, as sC&W and qPGD2 have always recorded them)."""
+        return vars(self).copy()
 
     def prepare(self, guide: torch.Tensor) -> GuidedSmoother:
         """Build the graphs of ``guide`` (B, C, H, W) in [0, 1] and set up the solver, once per guide."""

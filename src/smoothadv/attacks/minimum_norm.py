@@ -1,0 +1,235 @@
+"""Minimum-norm L2 attacks that adapt a norm budget per image: DDN and FMN, each plain or smooth.
+
+Both move a perturbation ``r`` by normalised gradient steps and rescale it to a per-image norm ``epsilon``
+that shrinks while the image is adversarial and grows while it is not. They run on a
+:class:`~smoothadv.attacks.strategies.LatentPerturbation`: ``r = z`` (plain, the variable kept in the
+[0, 1] box) or ``r = P(z)`` for a perturbation operator ``P`` (smooth: sDDN, sFMN with the guided
+``s_hat_alpha``; any other operator the same way). Because ``P`` is linear, the rescaling of ``r`` to
+``epsilon`` is applied to ``z`` and is exact; it is folded into the next iteration's forward pass (the
+operator runs once forward and once backward per iteration, no extra solve).
+
+With 8-bit output the least distorted iterate that still succeeds once rounded is kept, checked once per
+tenth of the iterations (:class:`~smoothadv.attacks.strategies.BestIterates`).
+
+* DDN, decoupled direction and norm (Rony et al., CVPR 2019): a step of size ``alpha`` along the
+  normalised gradient of the cross-entropy, then ``r`` is rescaled to ``epsilon``, multiplied by
+  ``1 - gamma`` after an adversarial iterate and by ``1 + gamma`` otherwise.
+* FMN, fast minimum-norm (Pintor et al., NeurIPS 2021): a step along the normalised gradient of the logit
+  difference, then a projection onto the ``epsilon``-ball. Until a first adversarial iterate ``epsilon``
+  is the linear estimate of the distance to the boundary, ``||r|| + l / ||grad_r l||``; then it shrinks
+  to below the best adversarial norm by ``1 - gamma`` while adversarial and grows by ``1 + gamma``
+  otherwise. Step and ``gamma`` follow cosine schedules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from smoothadv.attacks.base import MinimizationAttack, RunOutput, warn_if_zero_gradients
+from smoothadv.attacks.losses import OBJECTIVES, goal_reached
+from smoothadv.attacks.strategies import (
+    BestIterates,
+    LatentPerturbation,
+    cosine_schedule,
+    l2_norms,
+    normalized,
+)
+from smoothadv.core.errors import ConfigError
+from smoothadv.core.validation import check_choice, check_positive, check_positive_int
+from smoothadv.smoothing import PerturbationOperator, check_operator
+
+
+def _check_common(steps, smoothing, loss, schedules: dict[str, float]) -> None:
+    check_positive_int(steps, "steps")
+    check_operator(smoothing)
+    check_choice(loss, tuple(OBJECTIVES), "loss")
+    for name, value in schedules.items():
+        check_positive(value, name)
+
+
+@dataclass(frozen=True)
+class DDNOptions:
+    """Options of :class:`DDN`.
+
+    Attributes:
+        steps: iterations (one gradient each).
+        initial_norm: starting ``epsilon``, L2 on [0, 1] pixels.
+        gamma: relative change of ``epsilon`` per iteration, in (0, 1).
+        step_size, final_step_size: the L2 step ``alpha``, cosine-annealed from the first to the second.
+        loss: objective (:data:`~smoothadv.attacks.losses.OBJECTIVES`): ``"ce"`` as in the DDN paper.
+        smoothing: None (plain DDN) or a perturbation operator (``Smoothing()`` for sDDN).
+    """
+
+    steps: int = 1000
+    initial_norm: float = 1.0
+    gamma: float = 0.05
+    step_size: float = 1.0
+    final_step_size: float = 0.01
+    loss: str = "ce"
+    smoothing: PerturbationOperator | None = None
+
+    def __post_init__(self):
+        _check_common(self.steps, self.smoothing, self.loss,
+                      {"initial_norm": self.initial_norm, "step_size": self.step_size,
+                       "final_step_size": self.final_step_size})
+        if not 0 < self.gamma < 1:
+            raise ConfigError(f"gamma must lie in (0, 1); got {self.gamma!r}.")
+
+
+@dataclass(frozen=True)
+class FMNOptions:
+    """Options of :class:`FMN`.
+
+    Attributes:
+        steps: iterations (one gradient each).
+        step_size, final_step_size: the step, relative to the current ``epsilon``, cosine-annealed.
+        gamma, final_gamma: relative change of ``epsilon``, cosine-annealed.
+        loss: objective, negative once adversarial: ``"margin"`` (the logit difference of the FMN paper).
+        smoothing: None (plain FMN) or a perturbation operator (``Smoothing()`` for sFMN).
+    """
+
+    steps: int = 1000
+    step_size: float = 1.0
+    final_step_size: float = 0.01
+    gamma: float = 0.05
+    final_gamma: float = 0.001
+    loss: str = "margin"
+    smoothing: PerturbationOperator | None = None
+
+    def __post_init__(self):
+        _check_common(self.steps, self.smoothing, self.loss,
+                      {"step_size": self.step_size, "final_step_size": self.final_step_size,
+                       "gamma": self.gamma, "final_gamma": self.final_gamma})
+        if self.gamma >= 1 or self.final_gamma >= 1:
+            raise ConfigError("gamma and final_gamma must lie in (0, 1).")
+        if self.loss == "ce":
+            raise ConfigError("FMN needs an objective that is negative once adversarial: loss 'margin' or 'dlr'.")
+
+
+class _AdaptiveNormAttack(MinimizationAttack):
+    """The loop DDN and FMN share; subclasses give the step and the update of ``epsilon``."""
+
+    def run(self, images, labels, targets, clean) -> RunOutput:
+        options = self.options
+        batch = len(images)
+        parametrization = LatentPerturbation(images, options.smoothing)
+        objective_fn = OBJECTIVES[options.loss]
+        best = BestIterates(self.model, images, labels, targets, verify_8bit=self.quantize)
+        every = torch.arange(batch, device=images.device)
+        variable = parametrization.initial()
+        state = self.initial_state(images)
+        window = max(options.steps // 10, 1)
+        for step in range(options.steps):
+            with torch.enable_grad():
+                variable.requires_grad_(True)
+                raw = parametrization.perturbation(variable)
+                # Rescale to this iteration's budget: a constant per image, so r stays P(z) exactly.
+                factor = self.budget_factor(l2_norms(raw.detach()), state)[:, None, None, None]
+                variable_now = parametrization.feasible(variable * factor)
+                perturbation = parametrization.perturbation(variable_now) if parametrization.operator is None \
+                    else raw * factor
+                adversarial = (images + perturbation).clamp(0.0, 1.0)
+                logits = self.model(adversarial)
+                objectives = objective_fn(logits, labels, targets=targets)
+                # d/dz is factor * P^T grad_r: the direction at z_now (scale does not matter, it is normalised).
+                gradient, gradient_r = torch.autograd.grad(objectives.sum(), [variable, perturbation])
+            if step == 0:
+                warn_if_zero_gradients(gradient)
+            variable_now, perturbation = variable_now.detach(), perturbation.detach()
+            logits, objectives = logits.detach(), objectives.detach()
+            with torch.no_grad():
+                best.offer(adversarial.detach(), logits, every)
+                succeeded = goal_reached(logits, labels, targets)
+                state = self.update_budget(state, step, succeeded, perturbation, objectives, gradient_r)
+                size = self.step_length(step, state)
+                scale = parametrization.step_scale(variable_now, perturbation)
+                variable = variable_now - (size * scale)[:, None, None, None] * normalized(gradient)
+            if (step + 1) % window == 0:
+                best.settle()
+        best.settle()
+        count = torch.full((batch,), options.steps, dtype=torch.long, device=images.device)
+        return RunOutput(adversarial=best.images, iterations=count, gradient_evaluations=count.clone())
+
+    def initial_state(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def budget_factor(self, norms: torch.Tensor, state: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def update_budget(self, state, step, succeeded, perturbation, objectives, gradient_r):
+        raise NotImplementedError
+
+    def step_length(self, step: int, state: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class DDN(_AdaptiveNormAttack):
+    """Decoupled Direction and Norm L2 attack (Rony et al. 2019); given a smoother it is sDDN.
+
+    ``DDN(model)`` or ``DDN(model, smoothing=Smoothing())``; options in :class:`DDNOptions`.
+    """
+
+    key = "ddn"
+    smooth_key = "sddn"
+    Options = DDNOptions
+    presets = {"mnist": {"steps": 1000, "initial_norm": 1.0}, "imagenet": {"steps": 1000, "initial_norm": 1.0}}
+
+    def initial_state(self, images):
+        epsilon = torch.full((len(images),), self.options.initial_norm, dtype=images.dtype,
+                             device=images.device)
+        return {"epsilon": epsilon}
+
+    def budget_factor(self, norms, state):
+        # The first iterate is the clean image (z = 0); afterwards r is rescaled to epsilon.
+        factor = state["epsilon"] / norms.clamp_min(1e-12)
+        return torch.where(norms > 0, factor, torch.ones_like(factor))
+
+    def update_budget(self, state, step, succeeded, perturbation, objectives, gradient_r):
+        gamma = self.options.gamma
+        return {"epsilon": torch.where(succeeded, state["epsilon"] * (1 - gamma), state["epsilon"] * (1 + gamma))}
+
+    def step_length(self, step, state):
+        options = self.options
+        size = cosine_schedule(options.step_size, options.final_step_size, step, options.steps)
+        return torch.full_like(state["epsilon"], size)
+
+
+class FMN(_AdaptiveNormAttack):
+    """Fast Minimum-Norm L2 attack (Pintor et al. 2021); given a smoother it is sFMN.
+
+    ``FMN(model)`` or ``FMN(model, smoothing=Smoothing())``; options in :class:`FMNOptions`.
+    """
+
+    key = "fmn"
+    smooth_key = "sfmn"
+    Options = FMNOptions
+    presets = {"mnist": {"steps": 1000}, "imagenet": {"steps": 1000}}
+
+    def initial_state(self, images):
+        zeros = torch.zeros(len(images), dtype=images.dtype, device=images.device)
+        return {"epsilon": zeros, "best_norm": torch.full_like(zeros, torch.inf),
+                "found": torch.zeros(len(images), dtype=torch.bool, device=images.device)}
+
+    def budget_factor(self, norms, state):
+        # Projection onto the epsilon-ball; before the first estimate (epsilon 0) z = 0 stays as it is.
+        factor = (state["epsilon"] / norms.clamp_min(1e-12)).clamp(max=1.0)
+        return torch.where((norms > 0) & (state["epsilon"] > 0), factor, torch.ones_like(factor))
+
+    def update_budget(self, state, step, succeeded, perturbation, objectives, gradient_r):
+        options = self.options
+        gamma = cosine_schedule(options.gamma, options.final_gamma, step, options.steps)
+        norms = l2_norms(perturbation)
+        best_norm = torch.where(succeeded, torch.minimum(state["best_norm"], norms), state["best_norm"])
+        found = state["found"] | succeeded
+        boundary = norms + objectives / l2_norms(gradient_r).clamp_min(1e-12)
+        not_adversarial = torch.where(state["found"], state["epsilon"] * (1 + gamma), boundary)
+        adversarial = torch.minimum(state["epsilon"] * (1 - gamma), best_norm)
+        epsilon = torch.where(succeeded, adversarial, not_adversarial).clamp_min(0.0)
+        return {"epsilon": epsilon, "best_norm": best_norm, "found": found}
+
+    def step_length(self, step, state):
+        options = self.options
+        size = cosine_schedule(options.step_size, options.final_step_size, step, options.steps)
+        return size * state["epsilon"].clamp_min(1e-3)

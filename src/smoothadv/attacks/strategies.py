@@ -1,0 +1,218 @@
+"""The pieces attacks share instead of re-implementing them: parametrisations, the per-image Adam, the
+record of the best iterates, step schedules.
+
+Parametrisations map the optimised variable to the adversarial image:
+
+* :class:`TanhParametrization` (C&W, eq. 4): ``x = (tanh(w) + 1) / 2``.
+* :class:`LatentPerturbation` (eqs. 13, 17-18): ``r = P(z)``, ``x = clip(x_o + r)`` with ``P`` any linear
+  perturbation operator (:mod:`smoothadv.smoothing.perturbation`), or the identity (``r = z``, and the
+  variable is kept inside the [0, 1] box). Because ``P`` is linear, scaling ``z`` scales ``r`` by the same
+  factor: a norm bound on ``r`` is met exactly by rescaling ``z``. The norm attacks measure and bound is
+  always that of ``r``, never of ``z``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from smoothadv.attacks.losses import goal_reached
+from smoothadv.core.images import quantize_8bit
+from smoothadv.smoothing import PerturbationOperator
+
+
+def _per_image(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(B,) -> (B, 1, 1, 1) broadcastable against ``like``."""
+    return values.view((-1,) + (1,) * (like.dim() - 1))
+
+
+def l2_norms(values: torch.Tensor) -> torch.Tensor:
+    """(B,) L2 norm of each image of a (B, ...) tensor."""
+    return values.flatten(1).norm(dim=1)
+
+
+class TanhParametrization:
+    """``x = (tanh(w) + 1) / 2``; ``w`` starts at the original image (C&W's change of variables)."""
+
+    def __init__(self, images: torch.Tensor):
+        self.images = images
+
+    def initial(self) -> torch.Tensor:
+        return torch.atanh((2.0 * self.images - 1.0).clamp(-1 + 1e-6, 1 - 1e-6))
+
+    def image_and_perturbation(self, variable: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        adversarial = (torch.tanh(variable) + 1.0) / 2.0
+        return adversarial, adversarial - self.images
+
+
+class LatentPerturbation:
+    """``r = P(z)``, ``x = clip(x_o + r)``; ``z`` starts at 0 (eqs. 13, 17, 18).
+
+    Args:
+        images: (B, C, H, W) original images ``x_o``, which also guide ``P``.
+        operator: a perturbation operator configuration (prepared here on ``images``), or None for the
+            identity.
+    """
+
+    def __init__(self, images: torch.Tensor, operator: PerturbationOperator | None = None):
+        self.images = images
+        self.operator = None if operator is None else operator.prepare(images)
+
+    def initial(self) -> torch.Tensor:
+        return torch.zeros_like(self.images)
+
+    def perturbation(self, variable: torch.Tensor) -> torch.Tensor:
+        """``r = P(z)`` (differentiable)."""
+        return variable if self.operator is None else self.operator(variable)
+
+    def image_and_perturbation(self, variable: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        perturbation = self.perturbation(variable)
+        return (self.images + perturbation).clamp(0.0, 1.0), perturbation
+
+    def feasible(self, variable: torch.Tensor) -> torch.Tensor:
+        """The identity's variable moved into the box (``x_o + z`` in [0, 1]); a latent is left as is."""
+        if self.operator is None:
+            return (self.images + variable).clamp(0.0, 1.0) - self.images
+        return variable
+
+    def rescale(self, variable: torch.Tensor, perturbation: torch.Tensor, norms: torch.Tensor,
+                *, at_most: bool = False) -> torch.Tensor:
+        """Scale each ``z`` so that ``||P(z)||`` equals ``norms`` (or is at most ``norms``), exactly.
+
+        Args:
+            variable: (B, C, H, W) ``z``. perturbation: its ``r = P(z)``. norms: (B,) target L2 norms of r.
+            at_most: only shrink (projection onto the ball of radius ``norms``).
+        """
+        current = l2_norms(perturbation)
+        factor = norms / current.clamp_min(1e-12)
+        if at_most:
+            factor = factor.clamp(max=1.0)
+        factor = torch.where(current > 0, factor, torch.ones_like(factor))
+        return variable * _per_image(factor, variable)
+
+    def step_scale(self, variable: torch.Tensor, perturbation: torch.Tensor) -> torch.Tensor:
+        """(B,) ``||z|| / ||P(z)||``: turns a step meant for ``r`` into a step of the same relative size on
+        ``z`` (1 for the identity and where ``z`` is 0)."""
+        if self.operator is None:
+            return torch.ones(len(variable), dtype=variable.dtype, device=variable.device)
+        ratio = l2_norms(variable) / l2_norms(perturbation).clamp_min(1e-12)
+        return torch.where(l2_norms(perturbation) > 0, ratio, torch.ones_like(ratio))
+
+
+def cosine_schedule(start: float, end: float, step: int, steps: int) -> float:
+    """Cosine annealing from ``start`` (step 0) to ``end`` (step ``steps``)."""
+    return end + (start - end) * (1.0 + math.cos(math.pi * step / max(steps, 1))) / 2.0
+
+
+def normalized(gradient: torch.Tensor) -> torch.Tensor:
+    """Each image's gradient scaled to unit L2 norm; zero gradients stay zero."""
+    return gradient / _per_image(l2_norms(gradient).clamp_min(1e-12), gradient)
+
+
+class PerImageAdam:
+    """Adam (Kingma & Ba 2015) with a step count per image, updating only the images it is given.
+
+    ``torch.optim.Adam`` shares one step count and moves every image (its moments keep moving frozen
+    ones); per-image state lets images that have stopped leave the batch.
+    """
+
+    def __init__(self, variable: torch.Tensor, learning_rate: float, betas=(0.9, 0.999), eps: float = 1e-8):
+        self.learning_rate, self.betas, self.eps = learning_rate, betas, eps
+        self.first = torch.zeros_like(variable)
+        self.second = torch.zeros_like(variable)
+        self.steps = torch.zeros(len(variable), dtype=variable.dtype, device=variable.device)
+
+    def step(self, variable: torch.Tensor, gradient: torch.Tensor, index: torch.Tensor) -> None:
+        """Update ``variable[index]`` in place from ``gradient[index]``."""
+        beta1, beta2 = self.betas
+        g = gradient[index]
+        self.first[index] = beta1 * self.first[index] + (1 - beta1) * g
+        self.second[index] = beta2 * self.second[index] + (1 - beta2) * g * g
+        self.steps[index] += 1
+        shape = (-1,) + (1,) * (variable.dim() - 1)
+        correction1 = (1 - beta1 ** self.steps[index]).view(shape)
+        correction2 = (1 - beta2 ** self.steps[index]).view(shape)
+        update = (self.first[index] / correction1) / ((self.second[index] / correction2).sqrt() + self.eps)
+        variable[index] -= self.learning_rate * update
+
+
+class BestIterates:
+    """The least distorted successful iterate of each image, checked after 8-bit rounding if asked.
+
+    Checking every improving iterate as it comes costs one forward pass each, and in the last part of an
+    optimisation nearly every iterate improves on the one before. So the improving iterates are kept
+    aside (:meth:`offer`) and checked in batches (:meth:`settle`): for each image the least distorted one
+    first, then older ones only while the rounded ones fail. Usually one check per image and call of
+    :meth:`settle` instead of one per iteration.
+
+    Args:
+        model: the classifier (for the checks after rounding).
+        images, labels, targets: the batch being attacked (targets None when untargeted).
+        verify_8bit: check success after rounding to 256 levels and keep rounded images.
+
+    Attributes:
+        images: (B, C, H, W) best iterate per image (the original until one succeeds).
+        l2: (B,) its L2 distortion (inf until one succeeds).
+    """
+
+    def __init__(self, model, images, labels, targets, *, verify_8bit: bool):
+        self.model, self.originals, self.labels, self.targets = model, images, labels, targets
+        self.verify_8bit = verify_8bit
+        self.images = images.clone()
+        self.l2 = torch.full((len(images),), torch.inf, dtype=images.dtype, device=images.device)
+        self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # (rows, iterates) per offer
+        self._pending_l2 = self.l2.clone()
+        self._improved = torch.zeros(len(images), dtype=torch.bool, device=images.device)
+
+    @property
+    def found(self) -> torch.Tensor:
+        """(B,) bool: a successful iterate is kept (after rounding when checked)."""
+        return torch.isfinite(self.l2)
+
+    def offer(self, adversarial: torch.Tensor, logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """Consider the iterates ``adversarial`` (with their ``logits``) of the images ``index``.
+
+        Returns:
+            (len(index),) bool: the iterate succeeded (before rounding), not counting those kept aside
+            for a check after rounding (:meth:`settle` reports those).
+        """
+        target_subset = None if self.targets is None else self.targets[index]
+        l2 = l2_norms(adversarial - self.originals[index])
+        success = goal_reached(logits, self.labels[index], target_subset)
+        better = success & (l2 < torch.minimum(self.l2[index], self._pending_l2[index]))
+        if not bool(better.any()):
+            return success
+        rows = index[better]
+        if not self.verify_8bit:
+            self.images[rows], self.l2[rows] = adversarial[better], l2[better]
+            self._improved[rows] = True
+            return success
+        self._pending.append((rows, adversarial[better]))
+        self._pending_l2[rows] = l2[better]
+        return success & ~better
+
+    def settle(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Check the iterates kept aside, newest (least distorted) first per image.
+
+        Returns:
+            improved: (B,) bool, the best iterate changed since the last call.
+            verified: (B,) bool, an iterate kept aside succeeded after rounding.
+        """
+        verified = torch.zeros_like(self._improved)
+        for rows, iterates in reversed(self._pending):
+            unresolved = ~verified[rows]
+            if not bool(unresolved.any()):
+                continue
+            rows, rounded = rows[unresolved], quantize_8bit(iterates[unresolved])
+            targets = None if self.targets is None else self.targets[rows]
+            still = goal_reached(self.model(rounded), self.labels[rows], targets)
+            rounded_l2 = l2_norms(rounded - self.originals[rows])
+            keep = still & (rounded_l2 < self.l2[rows])
+            self.images[rows[keep]], self.l2[rows[keep]] = rounded[keep], rounded_l2[keep]
+            self._improved[rows[keep]] = True
+            verified[rows[still]] = True
+        self._pending.clear()
+        self._pending_l2.fill_(torch.inf)
+        improved, self._improved = self._improved, torch.zeros_like(self._improved)
+        return improved, verified
