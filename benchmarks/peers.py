@@ -12,7 +12,11 @@ Budgets are equal by construction: C&W gets the same binary-search steps, iterat
 initial constant and confidence (margin) everywhere; torchattacks' CW has no binary search, so it runs
 the same total number of iterations at the initial constant. PGD and FGSM get the same epsilon, steps and
 step size, with no random start; DeepFool the same steps, overshoot and candidate classes. smoothadv runs
-without 8-bit rounding (peers return floats).
+without 8-bit rounding (peers return floats) in these rows.
+
+The minimal-norm rows (DDN, FMN, ALMA and our C&W at about the same number of gradients) and the APGD rows
+are "rounded": every library's output is rounded to 8 bits (nearest) and re-classified before success
+and distortion are counted, since a PNG is what a user keeps; smoothadv runs with its 8-bit mode there.
 
 Peers are benchmark-only dependencies: ``pip install -r benchmarks/requirements-peers.txt`` (see that
 file; they install with --no-deps next to torch 2.13.0). adv-lib imports torchvision and visdom at module
@@ -28,6 +32,7 @@ import argparse
 import contextlib
 import io
 import json
+import math
 import os
 import platform
 import statistics
@@ -44,6 +49,9 @@ import torch
 from torch import nn
 
 from smoothadv.attacks import FGSM, PGD2, PRESETS, CarliniWagnerL2, DeepFool, SmoothCarliniWagnerL2
+from smoothadv.attacks.apgd import APGD2
+from smoothadv.attacks.minimum_norm import DDN, FMN
+from smoothadv.core.images import quantize_8bit
 from smoothadv.data import load_imagenet_samples, load_mnist
 from smoothadv.models import load_model, model_info
 
@@ -212,15 +220,41 @@ def deepfool_runners(peers, steps: int, overshoot: float, candidates: int, class
     return runners
 
 
-def anchor_runners(peers, budget: dict, steps: int) -> dict[str, Runner]:
-    """adv-lib's strongest minimal-L2 attacks next to smoothadv's C&W and sC&W, about ``steps`` gradients."""
-    runners = cw_runners({}, budget, 10)
+def minimal_norm_runners(peers, budget: dict, steps: int, with_cw: bool = False) -> dict[str, Runner]:
+    """The strongest minimal-L2 attacks at about ``steps`` gradients each, 8-bit outputs (row ``rounded``):
+    smoothadv's DDN and FMN (``steps`` iterations, rounding inside the loop; with ``with_cw`` also C&W at
+    ``budget``, at most that many gradients) against adv-lib's DDN (its own 8-bit mode, ``levels=256``), FMN and ALMA and
+    Foolbox's DDN, all with ``steps`` iterations."""
+    cw = {key: budget[key] for key in ("binary_search_steps", "steps", "learning_rate", "initial_constant",
+                                       "margin")}
+    runners: dict[str, Runner] = {
+        "smoothadv": lambda m, x, y: DDN(m, steps=steps).generate(x, y),
+        "smoothadv FMN": lambda m, x, y: FMN(m, steps=steps).generate(x, y),
+    }
+    if with_cw:
+        runners["smoothadv C&W"] = lambda m, x, y: CarliniWagnerL2(m, **cw).generate(x, y)
     if "adv-lib" in peers:
         al = peers["adv-lib"]
-        runners["adv-lib DDN"] = lambda m, x, y: al.ddn(m, x, y, steps=steps, levels=None)
+        runners["adv-lib DDN"] = lambda m, x, y: al.ddn(m, x, y, steps=steps, levels=256)
         runners["adv-lib FMN"] = lambda m, x, y: al.fmn(m, x, y, norm=2, steps=steps)
         runners["adv-lib ALMA"] = lambda m, x, y: al.alma(m, x, y, num_steps=steps, distance="l2",
                                                           init_lr_distance=0.1)
+    if "foolbox" in peers:
+        fb = peers["foolbox"]
+        runners["foolbox DDN"] = lambda m, x, y: foolbox_run(fb, fb.attacks.DDNAttack(
+            init_epsilon=1.0, steps=steps, gamma=0.05), m, x, y)
+    return runners
+
+
+def apgd_runners(peers, epsilon: float, steps: int, loss: str) -> dict[str, Runner]:
+    """APGD in L2 at ``epsilon``, ``steps`` iterations, one run from the clean image (no random start)."""
+    runners: dict[str, Runner] = {
+        "smoothadv": lambda m, x, y: APGD2(m, epsilon, steps=steps, loss=loss).generate(x, y),
+    }
+    if "adv-lib" in peers:
+        al = peers["adv-lib"]
+        runners["adv-lib"] = lambda m, x, y: al.apgd(m, x, y, eps=epsilon, norm=2, n_iter=steps,
+                                                     loss_function=loss, use_rs=False)
     return runners
 
 
@@ -260,6 +294,9 @@ class Row:
     runners: dict[str, Runner]
     #: libraries too slow for the whole set run on its first N images only (time ratios are per image)
     limits: dict[str, int] = field(default_factory=dict)
+    #: every library's output is rounded to 8 bits before it is re-classified and measured (a PNG is
+    #: what a user keeps)
+    rounded: bool = False
     results: dict[str, dict] = field(default_factory=dict)
 
 
@@ -328,6 +365,8 @@ def run_row(row: Row, *, verbose: bool = True) -> Row:
             row.results[name] = {"error": failures[name]}
             continue
         adversarial = torch.cat(outputs[name])
+        if row.rounded:
+            adversarial = quantize_8bit(adversarial.clamp(0.0, 1.0))
         row.results[name] = strength(setting, adversarial)
         seconds = sum(times[name])
         row.results[name].update(seconds=seconds, images_per_second=len(adversarial) / seconds,
@@ -367,7 +406,8 @@ def d_bar_on_first(result: dict, count: int) -> float:
 
 
 def build_rows(names: list[str], peers, mnist: Setting | None, imagenet: Setting | None,
-               imagenet_cw: tuple[int, int], anchor_steps: int, art_limits: tuple[int, int]) -> list[Row]:
+               imagenet_cw: tuple[int, int], minimal_steps: tuple[int, int], art_limits: tuple[int, int]
+               ) -> list[Row]:
     rows: list[Row] = []
     for setting, preset in ((mnist, "mnist"), (imagenet, "imagenet")):
         if setting is None:
@@ -379,9 +419,15 @@ def build_rows(names: list[str], peers, mnist: Setting | None, imagenet: Setting
         if "cw" in names:
             rows.append(Row("C&W L2", setting, budget, cw_runners(peers, cw, setting.classes),
                             limits={"art": art_limits[0 if preset == "mnist" else 1]}))
-        if "anchors" in names and preset == "mnist":
-            rows.append(Row("minimal L2", setting, f"~{anchor_steps} grads",
-                            anchor_runners(peers, cw, anchor_steps)))
+        if "minimal" in names:
+            steps = minimal_steps[0 if preset == "mnist" else 1]
+            rows.append(Row("minimal L2", setting, f"{steps} grads, 8-bit",
+                            minimal_norm_runners(peers, cw, steps), rounded=True))
+        if "apgd2" in names:
+            for epsilon in ([1.5] if preset == "mnist" else [0.5]):
+                for loss in ("ce", "dlr"):
+                    rows.append(Row("APGD L2", setting, f"eps {epsilon:g}, 100 steps, {loss}, 8-bit",
+                                    apgd_runners(peers, epsilon, 100, loss), rounded=True))
         epsilons = [1.0, 2.0] if preset == "mnist" else [0.5, 1.0]
         if "pgd2" in names:
             for epsilon in epsilons:
@@ -462,6 +508,29 @@ def target_lines(rows: list[Row]) -> list[str]:
                 ratio = smooth["time_ratio"]
                 lines.append(f"{where}: sC&W / C&W time {ratio:.2f} (target <= 1.2: "
                              f"{'met' if ratio <= 1.2 else 'MISSED'}; the paper: 4.4)")
+        elif row.family == "minimal L2" and peers:
+            best_peer = min(peers, key=lambda n: peers[n]["d_bar"] if peers[n]["p_suc"] >= 0.99 else math.inf)
+            for name in ("smoothadv", "smoothadv FMN"):
+                if name not in results:
+                    continue
+                mine = results[name]
+                gap = mine["d_bar"] / peers[best_peer]["d_bar"] - 1
+                slower = mine["seconds"] / peers[best_peer]["seconds"]
+                label = "DDN" if name == "smoothadv" else "FMN"
+                lines.append(
+                    f"{where}: our {label} P_suc {mine['p_suc']:.3f} (target >= 0.99: "
+                    f"{'met' if mine['p_suc'] >= 0.99 else 'MISSED'}); D_bar {mine['d_bar']:.3f} vs best "
+                    f"peer {best_peer} {peers[best_peer]['d_bar']:.3f} ({100 * gap:+.1f}%, target <= +1%: "
+                    f"{'met' if gap <= 0.01 else 'MISSED'}) in {slower:.2f}x its time (target <= 1: "
+                    f"{'met' if slower <= 1 else 'MISSED'})")
+            ours_best = min((n for n in results if n.startswith("smoothadv")),
+                            key=lambda n: results[n]["d_bar"])
+            lowest = min(results,
+                         key=lambda n: results[n]["d_bar"] if results[n]["p_suc"] >= 0.99 else math.inf)
+            lines.append(f"{where}: lowest D_bar among attacks with P_suc >= 0.99: {lowest} "
+                         f"{results[lowest]['d_bar']:.3f}; best smoothadv {ours_best} "
+                         f"{results[ours_best]['d_bar']:.3f} (target: smoothadv lowest: "
+                         f"{'met' if lowest.startswith('smoothadv') else 'MISSED'})")
         elif row.family in ("PGD L2", "FGSM") and peers:
             fastest = min(peers, key=lambda n: peers[n]["time_ratio"])
             speedup = peers[fastest]["time_ratio"]
@@ -483,8 +552,8 @@ def cpu_model() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", default="cw,anchors,pgd2,fgsm,deepfool",
-                        help="comma-separated families: cw, anchors, pgd2, fgsm, deepfool")
+    parser.add_argument("--rows", default="cw,minimal,apgd2,pgd2,fgsm,deepfool",
+                        help="comma-separated families: cw, minimal, apgd2, pgd2, fgsm, deepfool")
     parser.add_argument("--settings", default="mnist,imagenet", help="mnist, imagenet or both")
     parser.add_argument("--mnist-images", type=int, default=500, help="first N MNIST test images")
     parser.add_argument("--mnist-batch", type=int, default=100)
@@ -492,8 +561,8 @@ def main() -> None:
     parser.add_argument("--imagenet-images", type=int, default=None, help="first N photos (default all 20)")
     parser.add_argument("--imagenet-cw", default="5x50",
                         help="binary-search steps x iterations of C&W on ImageNet (MNIST: the preset, 9x100)")
-    parser.add_argument("--anchor-steps", type=int, default=900,
-                        help="iterations of DDN/FMN/ALMA (C&W 9x100 spends at most 900 gradients)")
+    parser.add_argument("--minimal-steps", default="1000,100",
+                        help="MNIST,ImageNet iterations of every DDN/FMN/ALMA (C&W 9x100 spends at most 900)")
     parser.add_argument("--art-images", default="20,2",
                         help="MNIST,ImageNet images for ART's C&W and ImageNet DeepFool (10-20x slower)")
     parser.add_argument("--peers", default=",".join(PEER_NAMES))
@@ -511,7 +580,8 @@ def main() -> None:
     imagenet = imagenet_setting(args.imagenet_batch, args.imagenet_images) if "imagenet" in settings else None
     searches, steps = (int(v) for v in args.imagenet_cw.split("x"))
     art_limits = tuple(int(v) for v in args.art_images.split(","))
-    rows = build_rows(args.rows.split(","), peers, mnist, imagenet, (searches, steps), args.anchor_steps,
+    minimal_steps = tuple(int(v) for v in args.minimal_steps.split(","))
+    rows = build_rows(args.rows.split(","), peers, mnist, imagenet, (searches, steps), minimal_steps,
                       art_limits)
     machine = (f"{cpu_model()} ({os.cpu_count()} CPUs, shared), {torch.get_num_threads()} torch thread(s), "
                f"torch {torch.__version__}")

@@ -51,3 +51,25 @@ def test_attack_text_output_and_bad_input(setup, capsys, tmp_path):
     assert main(["attack", inputs[0], "--model", "no-such-model", "--attack", "fgsm", "--out", str(out)]) == 2
     assert main(["attack", inputs[0], "--model", str(model_path), "--attack", "cw", "--epsilon", "1",
                  "--input-size", "12", "--channels", "1", "--out", str(out)]) == 2
+
+
+@pytest.mark.parametrize(("attack", "smoothing", "recorded"), [
+    ("ddn", "guided", "sddn"), ("fmn", "lowpass", "fmn+lowpass"), ("apgd2", "dct", "apgd2+dct"),
+])
+def test_smoothing_runs_the_smooth_form(setup, capsys, attack, smoothing, recorded):
+    model_path, inputs, out = setup
+    epsilon = ["--epsilon", "4"] if attack == "apgd2" else []
+    code = main(["attack", *inputs[:2], "--model", str(model_path), "--attack", attack,
+                 "--smoothing", smoothing, *epsilon, "--input-size", "12", "--channels", "1",
+                 "--preset", "mnist", "--out", str(out), "--json"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["attack"] == recorded
+    assert all(record["output"].endswith(f"_{recorded}.png") for record in summary["records"])
+
+
+def test_smoothing_of_an_attack_without_a_smooth_form_is_refused(setup, capsys):
+    model_path, inputs, out = setup
+    assert main(["attack", inputs[0], "--model", str(model_path), "--attack", "deepfool",
+                 "--smoothing", "dct", "--input-size", "12", "--channels", "1", "--out", str(out)]) == 2
+    assert "takes no perturbation operator" in capsys.readouterr().err

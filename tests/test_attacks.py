@@ -17,24 +17,34 @@ from smoothadv.attacks import (
     margin_loss,
     quantize_8bit,
 )
+from smoothadv.attacks.apgd import APGD2, checkpoints
 from smoothadv.attacks.base import quantize_within_budget
+from smoothadv.attacks.losses import OBJECTIVES
+from smoothadv.attacks.minimum_norm import DDN, FMN, DDNOptions
 from smoothadv.attacks.strategies import BestIterates
 from smoothadv.core.errors import (
     ConfigError,
     InputError,
     ModelError,
+    OptionError,
     PreflightWarning,
     RangeError,
     ShapeError,
 )
-from smoothadv.smoothing import Smoothing
+from smoothadv.smoothing import GaussianLowPass, Smoothing
 
 FAST = {
     "cw": {"binary_search_steps": 3, "steps": 30},
     "scw": {"binary_search_steps": 3, "steps": 30},
     "pgd2": {"epsilon": 1.5},
     "qpgd2": {"epsilon": 1.5},
+    "ddn": {"steps": 60}, "sddn": {"steps": 60},
+    "fmn": {"steps": 60}, "sfmn": {"steps": 60},
+    "apgd2": {"epsilon": 1.5, "steps": 20}, "sapgd2": {"epsilon": 4.0, "steps": 20},
+    "spgd2": {"epsilon": 4.0},
 }
+#: Each smooth attack and its plain version.
+SMOOTH_PAIRS = [("cw", "scw"), ("ddn", "sddn"), ("fmn", "sfmn"), ("apgd2", "sapgd2"), ("pgd2", "spgd2")]
 
 
 @pytest.fixture(scope="module", params=DEVICES)
@@ -107,8 +117,14 @@ def test_fixed_distortion_attacks_respect_epsilon(results, name):
 
 
 def test_strong_attacks_succeed_on_tiny_model(results):
-    for name in ("ifgsm", "pgd2", "cw", "scw", "deepfool"):
+    for name in ("ifgsm", "pgd2", "cw", "scw", "deepfool", "ddn", "sddn", "fmn", "sfmn", "apgd2", "sapgd2"):
         assert results[name].success_rate == 1.0, name
+
+
+def test_minimum_norm_attacks_find_smaller_perturbations_than_the_fixed_budget(results):
+    """DDN and FMN adapt the norm per image: below the budget APGD2 needed to succeed everywhere."""
+    for name in ("ddn", "fmn"):
+        assert float(results[name].l2.mean()) < 0.8 * FAST["apgd2"]["epsilon"], name
 
 
 def test_binary_search_lowers_distortion(model, images):
@@ -131,11 +147,32 @@ def flat_region_roughness(perturbation: torch.Tensor, guide: torch.Tensor) -> to
     return rough / perturbation.flatten(1).pow(2).sum(dim=1).clamp_min(1e-12)
 
 
-def test_smooth_cw_is_smoother_on_flat_regions(results, images):
-    both = results["cw"].success & results["scw"].success
-    cw = flat_region_roughness(results["cw"].adversarial - images, images)[both]
-    scw = flat_region_roughness(results["scw"].adversarial - images, images)[both]
-    assert float(scw.mean()) < 0.5 * float(cw.mean())
+@pytest.mark.parametrize(("plain", "smooth"), SMOOTH_PAIRS)
+def test_smooth_attacks_are_smoother_on_flat_regions(results, images, plain, smooth):
+    """Measure: energy of the perturbation's differences across flat edges of the guide, relative to its
+    energy (``flat_region_roughness``), at most half of the plain attack's on the same images."""
+    both = results[plain].success & results[smooth].success
+    assert bool(both.any())
+    rough_plain = flat_region_roughness(results[plain].adversarial - images, images)[both]
+    rough_smooth = flat_region_roughness(results[smooth].adversarial - images, images)[both]
+    assert float(rough_smooth.mean()) < 0.5 * float(rough_plain.mean())
+
+
+@pytest.mark.parametrize("name", ["cw+dct", "ddn+dct", "fmn+dct", "apgd2+dct"])
+def test_latent_perturbation_lies_in_the_operator_range(model, name):
+    """r = P(z) exactly: with the DCT projection, P(r) = r for every image whose pixels were not clipped."""
+    images = 0.3 + 0.4 * blocky_images(batch=4)  # away from 0 and 1, so that the clip rarely binds
+    options = {"epsilon": 3.0, "steps": 20} if name.startswith("apgd2") else {"steps": 40}
+    if name.startswith("cw"):
+        options = {"binary_search_steps": 2, "steps": 30}
+    result = make_attack(name, model, preset="mnist", quantize=False, **options)(images)
+    perturbation = result.adversarial - images
+    operator = ATTACKS[name].options("mnist")["smoothing"].prepare(images)
+    unclipped = ((result.adversarial > 0) & (result.adversarial < 1)).flatten(1).all(dim=1)
+    unclipped &= perturbation.flatten(1).norm(dim=1) > 0
+    assert bool(unclipped.any())
+    torch.testing.assert_close(operator(perturbation)[unclipped], perturbation[unclipped],
+                               atol=1e-5, rtol=1e-4)
 
 
 class CountingModel(torch.nn.Module):
@@ -234,10 +271,17 @@ def test_margin_loss_untargeted_and_targeted():
     assert torch.allclose(margin_loss(logits, labels, targets=targets), torch.tensor([2.0, 0.5]))
 
 
-def test_targeted_attack_reaches_target(model, images):
+@pytest.mark.parametrize(("name", "options"), [
+    ("pgd2", {"epsilon": 3.0, "steps": 30}),
+    ("ddn", {"steps": 100}), ("sddn", {"steps": 100}),
+    ("fmn", {"steps": 100}), ("sfmn", {"steps": 100}),
+    ("apgd2", {"epsilon": 3.0, "steps": 30}), ("apgd2", {"epsilon": 3.0, "steps": 30, "loss": "dlr"}),
+    ("sapgd2", {"epsilon": 6.0, "steps": 30}),
+])
+def test_targeted_attack_reaches_target(model, images, name, options):
     with torch.no_grad():
         targets = (model(images).argmax(1) + 1) % 5
-    result = make_attack("pgd2", model, preset="mnist", epsilon=3.0, steps=30)(images, targets=targets)
+    result = make_attack(name, model, preset="mnist", **options)(images, targets=targets)
     assert torch.equal(result.success, result.predictions == targets)
     assert result.success_rate >= 0.5
 
@@ -307,3 +351,52 @@ class TestPreflight:
     def test_model_must_return_logits(self, images):
         with pytest.raises(ModelError):
             make_attack("fgsm", torch.nn.Identity().eval(), preset="mnist")(images)
+
+
+def test_objectives_are_lower_closer_to_the_goal():
+    logits = torch.tensor([[3.0, 1.0, 0.0, -1.0], [0.0, 2.0, 1.0, 0.5]])
+    labels, targets = torch.tensor([0, 1]), torch.tensor([3, 2])
+    # DLR untargeted: (y_t - max other) / (y_pi1 - y_pi3);
+    # targeted: (y_t - y_s) / (y_pi1 - (y_pi3 + y_pi4) / 2)
+    torch.testing.assert_close(OBJECTIVES["dlr"](logits, labels), torch.tensor([2.0 / 3.0, 1.0 / 1.5]))
+    torch.testing.assert_close(OBJECTIVES["dlr"](logits, labels, targets=targets),
+                               torch.tensor([4.0 / 3.5, 1.0 / 1.75]))
+    torch.testing.assert_close(OBJECTIVES["margin"](logits, labels), torch.tensor([2.0, 1.0]))
+    torch.testing.assert_close(OBJECTIVES["margin"](logits, labels, targets=targets),
+                               torch.tensor([4.0, 1.0]))
+    reference = torch.log_softmax(logits, dim=1)
+    torch.testing.assert_close(OBJECTIVES["ce"](logits, labels), reference[[0, 1], [0, 1]])
+    torch.testing.assert_close(OBJECTIVES["ce"](logits, labels, targets=targets), -reference[[0, 1], [3, 2]])
+
+
+def test_cross_entropy_keeps_its_gradient_on_a_confident_model():
+    """log_softmax rounds to 0 at a margin of 60 in float32; the objective still has a gradient."""
+    logits = torch.tensor([[60.0, 0.0, -10.0]], requires_grad=True)
+    assert float(torch.log_softmax(logits, dim=1)[0, 0]) == 0.0
+    (gradient,) = torch.autograd.grad(OBJECTIVES["ce"](logits, torch.tensor([0])).sum(), logits)
+    assert float(gradient.abs().max()) > 0
+
+
+def test_apgd_checkpoints_follow_the_paper():
+    assert sorted(checkpoints(100)) == [22, 41, 57, 70, 80, 87, 93, 99]
+
+
+def test_attack_options_are_a_dataclass_recorded_as_parameters(model):
+    attack = DDN(model, steps=7, smoothing=Smoothing())
+    assert attack.steps == 7 and attack.options == DDNOptions(steps=7, smoothing=Smoothing())
+    assert attack.parameters() == {"quantize": True, **{k: v for k, v in vars(attack.options).items()
+                                                         if k != "smoothing"},
+                                   "smoothing": vars(Smoothing())}
+    assert attack.name == "sddn" and DDN(model, smoothing=GaussianLowPass()).name == "ddn+lowpass"
+    with pytest.raises(OptionError, match="steps"):
+        DDN(model, stpes=3)
+    with pytest.raises(ConfigError):
+        APGD2(model, 1.0, momentum=0.0)
+    with pytest.raises(ConfigError):
+        FMN(model, loss="ce")
+
+
+def test_dlr_needs_enough_classes(images):
+    model = tiny_classifier(classes=2)
+    with pytest.raises(ConfigError, match="classes"):
+        APGD2(model, 1.0, loss="dlr", steps=2)(images)

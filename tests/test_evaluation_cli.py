@@ -132,3 +132,19 @@ def test_quick_demo_writes_a_report(tmp_path):
     text = Path(summary["report"]).read_text(encoding="utf-8")
     assert "data:image/png;base64," in text and "binary-search steps" in text
     assert all(row["n_total"] == 8 for row in summary["table"])
+
+
+def test_evaluate_smoothing_runs_the_smooth_forms(capsys, tmp_path):
+    """--smoothing dct evaluates the DCT forms of the named attacks, their epsilon grids included."""
+    argv = ["evaluate", "--model", "c4", "--data", "mnist", "--attacks", "apgd2,pgd2", "--smoothing", "dct",
+            "--limit", "3", "--epsilons", "apgd2=2,4", "--out", str(tmp_path), "--no-progress", "--json"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(argv) == 0
+    finally:
+        torch.set_num_threads(threads)
+    payload = json.loads(capsys.readouterr().out)
+    assert [row["attack"] for row in payload["table"]] == ["apgd2+dct", "pgd2+dct"]
+    assert payload["table"][0]["epsilons"] == [2.0, 4.0]
+    assert payload["config"]["attack_parameters"]["apgd2+dct"][0]["smoothing"]["operator"] == "dct"

@@ -3,6 +3,7 @@ user's line, the evaluation plan, and the after-batch steps each run alone."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import warnings
 
@@ -29,16 +30,19 @@ from smoothadv.models import load_model
 
 class TestRegistry:
     def test_entries_know_label_colour_smoothness_family(self):
-        assert list(ATTACKS) == ["fgsm", "ifgsm", "pgd2", "qpgd2", "cw", "scw", "deepfool"]
+        assert list(ATTACKS) == ["fgsm", "ifgsm", "pgd2", "qpgd2", "cw", "scw", "deepfool", "ddn", "sddn",
+                                 "fmn", "sfmn", "apgd2", "sapgd2", "spgd2"]
         scw = ATTACKS["scw"]
         assert scw.label == "sC&W" and scw.smooth and scw.cls is CarliniWagnerL2
         assert ATTACKS["qpgd2"].family == "fixed-distortion" and ATTACKS["cw"].family == "minimization"
-        assert FIXED_DISTORTION_ATTACKS == ("fgsm", "ifgsm", "pgd2", "qpgd2")
+        assert FIXED_DISTORTION_ATTACKS == ("fgsm", "ifgsm", "pgd2", "qpgd2", "apgd2", "sapgd2", "spgd2")
+        assert ATTACKS["spgd2"].operator == "guided" and ATTACKS["sddn"].operator == "guided"
         assert len({spec.colour for spec in ATTACKS.values()}) == len(ATTACKS)
 
     @pytest.mark.parametrize(("written", "key"), [
         ("I-FGSM", "ifgsm"), ("sC&W", "scw"), ("C&W", "cw"), ("pgd_2", "pgd2"), ("QPGD2", "qpgd2"),
-        (" DeepFool ", "deepfool"),
+        (" DeepFool ", "deepfool"), ("sDDN", "sddn"), ("APGD-2", "apgd2"), ("DDN+lowpass", "ddn+lowpass"),
+        ("cw+guided", "scw"), ("pgd2+guided", "qpgd2"), ("C&W+DCT", "cw+dct"), ("sddn+guided", "sddn"),
     ])
     def test_one_resolver_for_every_spelling(self, written, key):
         assert ATTACKS.resolve(written) == key
@@ -46,6 +50,29 @@ class TestRegistry:
     def test_unknown_attack_suggests_the_closest(self):
         with pytest.raises(ConfigError, match="did you mean 'scw'"):
             ATTACKS.resolve("scx")
+
+    @pytest.mark.parametrize(("name", "message"), [
+        ("fgsm+lowpass", "takes no perturbation operator"), ("scw+lowpass", "already smooth"),
+        ("ddn+blur", "unknown smoothing 'blur'"), ("dnn+dct", "did you mean 'ddn'"),
+    ])
+    def test_smooth_forms_that_do_not_exist(self, name, message):
+        with pytest.raises(ConfigError, match=message):
+            ATTACKS.resolve(name)
+
+    def test_a_smooth_form_takes_the_presets_operator_and_records_its_name(self):
+        from smoothadv.attacks.presets import OPERATORS
+        from smoothadv.smoothing import GaussianLowPass
+
+        model = tiny_classifier()
+        spec = ATTACKS["ddn+lowpass"]
+        assert spec.smooth and spec.label == "DDN+lowpass" and spec.colour == ATTACKS["ddn"].colour
+        attack = make_attack("ddn+lowpass", model, preset="imagenet", steps=2)
+        assert attack.smoothing == OPERATORS["imagenet"]["lowpass"]
+        assert isinstance(attack.smoothing, GaussianLowPass)
+        result = attack(blocky_images(2))
+        assert result.attack == "ddn+lowpass" and result.parameters["smoothing"]["operator"] == "lowpass"
+        assert make_attack("pgd2+dct", model, preset="mnist", epsilon=1.0).name == "pgd2+dct"
+        assert ATTACKS.label("apgd2+dct") == "APGD2+dct" and ATTACKS.label("unknown") == "unknown"
 
     def test_recorded_name_follows_the_configuration(self):
         model = tiny_classifier()
@@ -61,6 +88,8 @@ class TestRegistry:
         for key, spec in ATTACKS.items():
             signature = inspect.signature(spec.cls.__init__)
             defaults = {name: p.default for name, p in signature.parameters.items()}
+            if spec.cls.Options is not None:
+                defaults.update({f.name: f.default for f in dataclasses.fields(spec.cls.Options)})
             for option, value in PRESETS["mnist"][key].items():
                 if option == "epsilon":
                     assert defaults[option] is inspect.Parameter.empty, key

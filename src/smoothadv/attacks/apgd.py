@@ -35,7 +35,7 @@ import torch
 
 from smoothadv.attacks.base import FixedDistortionAttack, RunOutput, warn_if_zero_gradients
 from smoothadv.attacks.gradient import PGD2
-from smoothadv.attacks.losses import OBJECTIVES, OBJECTIVE_MIN_CLASSES
+from smoothadv.attacks.losses import OBJECTIVE_MIN_CLASSES, OBJECTIVES
 from smoothadv.attacks.strategies import BestIterates, LatentPerturbation, l2_norms
 from smoothadv.core.errors import ConfigError
 from smoothadv.core.validation import check_choice, check_positive, check_positive_int
@@ -83,7 +83,7 @@ def checkpoints(steps: int) -> set[int]:
         if following >= 1:
             break
         fractions.append(following)
-    return {math.ceil(p * steps) for p in fractions[1:]}
+    return {math.ceil(p * steps - 1e-9) for p in fractions[1:]}  # 0.57 * 100 is 57, not 58
 
 
 class APGD2(FixedDistortionAttack):
@@ -106,7 +106,8 @@ class APGD2(FixedDistortionAttack):
         untargeted, targeted = OBJECTIVE_MIN_CLASSES[options.loss]
         needed = untargeted if targets is None else targeted
         if clean.logits.shape[1] < needed:
-            raise ConfigError(f"loss {options.loss!r} needs a model with at least {needed} classes; use 'ce'.")
+            raise ConfigError(
+                f"loss {options.loss!r} needs a model with at least {needed} classes; use 'ce'.")
         parametrization = LatentPerturbation(images, options.smoothing)
         operator = parametrization.operator
         objective_fn = OBJECTIVES[options.loss]
@@ -147,7 +148,8 @@ class APGD2(FixedDistortionAttack):
         objectives, gradient = evaluate(perturbation)
         warn_if_zero_gradients(gradient)
         # (z, r, gradient) of the best objective: a restart resumes there without a new gradient.
-        best_objective, best_point = objectives.clone(), (variable.clone(), perturbation.clone(), gradient.clone())
+        best_objective = objectives.clone()
+        best_point = (variable.clone(), perturbation.clone(), gradient.clone())
         marks = checkpoints(options.steps) if options.adaptive else set()
         improving = torch.zeros(batch, dtype=torch.long, device=images.device)
         last_mark, eta_at_mark, best_at_mark = 0, eta.clone(), best_objective.clone()
@@ -160,8 +162,9 @@ class APGD2(FixedDistortionAttack):
                 new = (u_z, u_r)
             else:
                 a = options.momentum
-                new = project(variable + a * (u_z - variable) + (1 - a) * (variable - previous[0]),
-                              perturbation + a * (u_r - perturbation) + (1 - a) * (perturbation - previous[1]))
+                new = project(
+                    variable + a * (u_z - variable) + (1 - a) * (variable - previous[0]),
+                    perturbation + a * (u_r - perturbation) + (1 - a) * (perturbation - previous[1]))
             previous, (variable, perturbation) = (variable, perturbation), new
             new_objectives, gradient = evaluate(perturbation)
             improving += (new_objectives < objectives).long()
@@ -169,8 +172,8 @@ class APGD2(FixedDistortionAttack):
             better = objectives < best_objective
             best_objective = torch.where(better, objectives, best_objective)
             mask = better[:, None, None, None]
-            best_point = (torch.where(mask, variable, best_point[0]), torch.where(mask, perturbation, best_point[1]),
-                          torch.where(mask, gradient, best_point[2]))
+            best_point = tuple(torch.where(mask, current, kept) for current, kept
+                               in zip((variable, perturbation, gradient), best_point, strict=True))
             if step in marks:
                 stalled = improving.to(images.dtype) < options.rho * (step - last_mark)
                 unchanged = (eta == eta_at_mark) & (best_objective == best_at_mark)

@@ -23,7 +23,15 @@ import torch
 from torch import nn
 
 from smoothadv.attacks.losses import goal_reached
-from smoothadv.core.errors import ConfigError, InputError, ModelError, PreflightWarning, ShapeError, warn
+from smoothadv.core.errors import (
+    ConfigError,
+    InputError,
+    ModelError,
+    OptionError,
+    PreflightWarning,
+    ShapeError,
+    warn,
+)
 from smoothadv.core.images import quantize_8bit
 from smoothadv.core.validation import check_image_batch, check_keywords
 from smoothadv.smoothing import describe_operator
@@ -151,7 +159,11 @@ class Attack:
         self.model = model
         self.quantize = quantize
         if self.Options is not None:
-            self.options = self.Options(**options)
+            try:
+                self.options = self.Options(**options)
+            except OptionError as error:  # name the attack the user called, not its options class
+                raise OptionError(str(error).replace(f"{self.Options.__name__}()", f"{type(self).__name__}()")
+                                  ) from None
         elif options:
             raise ConfigError(f"{type(self).__name__} takes no option {', '.join(map(repr, options))}.")
 

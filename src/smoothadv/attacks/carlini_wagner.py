@@ -46,9 +46,9 @@ class CarliniWagnerL2(MinimizationAttack):
 
     Args:
         model: classifier returning logits.
-        smoothing: None for C&W; a :class:`~smoothadv.smoothing.Smoothing` for sC&W; any other perturbation
-            operator (:class:`~smoothadv.smoothing.GaussianLowPass`, :class:`~smoothadv.smoothing.DCTSubspace`)
-            optimises the latent through it the same way (eq. 18 with ``P`` for ``s_hat_alpha``).
+        smoothing: None for C&W; a :class:`~smoothadv.smoothing.Smoothing` for sC&W. Any other perturbation
+            operator (:class:`~smoothadv.smoothing.GaussianLowPass`, ``DCTSubspace``) is used the same way:
+            eq. (18) with ``P`` in place of ``s_hat_alpha``.
         binary_search_steps: outer steps of the search on ``c``.
         steps: Adam iterations per outer step.
         learning_rate: Adam step size (paper: 0.1).

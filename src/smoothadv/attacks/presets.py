@@ -29,7 +29,8 @@ PRESET_NAMES = tuple(SMOOTHING)
 #: ``python benchmarks/operators.py`` measures it (MNIST: guided 0.031, DCT 5x5 of 28x28 frequencies 0.032;
 #: ImageNet at 224: guided 0.0031, DCT 13x13 0.0034). The DCT ratio is rounded to whole frequencies.
 OPERATORS: dict[str, dict[str, Any]] = {
-    preset: {"guided": SMOOTHING[preset], "lowpass": GaussianLowPass(sigma=sigma), "dct": DCTSubspace(ratio=ratio)}
+    preset: {"guided": SMOOTHING[preset], "lowpass": GaussianLowPass(sigma=sigma),
+             "dct": DCTSubspace(ratio=ratio)}
     for preset, sigma, ratio in (("mnist", 1.74, 0.178), ("imagenet", 5.29, 0.058))
 }
 #: Inputs with a side below this many pixels take the MNIST preset, larger ones the ImageNet preset.

@@ -15,11 +15,11 @@ from typing import Any
 
 from torch import nn
 
+from smoothadv.attacks.apgd import APGD2, SPGD2
 from smoothadv.attacks.base import Attack, FixedDistortionAttack
 from smoothadv.attacks.carlini_wagner import CarliniWagnerL2
 from smoothadv.attacks.deepfool import DeepFool
 from smoothadv.attacks.gradient import FGSM, IFGSM, PGD2
-from smoothadv.attacks.apgd import APGD2, SPGD2
 from smoothadv.attacks.minimum_norm import DDN, FMN
 from smoothadv.attacks.presets import OPERATORS, PRESET_NAMES, SMOOTHING, check_preset, infer_preset
 from smoothadv.core.errors import ConfigError, InferredDefaultWarning, warn

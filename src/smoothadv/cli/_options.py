@@ -47,6 +47,31 @@ def add_model_options(parser: argparse.ArgumentParser, *, default: str | None = 
                            help="attack parameters (default: inferred from the model, and printed)")
 
 
+#: The attacks, as the commands' help lists them (the registry holds them; this avoids importing it).
+ATTACK_HELP = ("fgsm, ifgsm, pgd2, qpgd2, cw, scw, deepfool, ddn, sddn, fmn, sfmn, apgd2, sapgd2, spgd2, "
+               "or ATTACK+guided|lowpass|dct for the smooth form of an L2 attack (ddn+lowpass)")
+SMOOTHING_KINDS = ("guided", "lowpass", "dct")
+
+
+def add_smoothing_option(parser: argparse.ArgumentParser) -> None:
+    """``--smoothing``: run the smooth form of the named attacks."""
+    parser.add_argument(
+        "--smoothing", choices=SMOOTHING_KINDS,
+        help="run the smooth form of each named attack instead: guided (the paper's image-guided smoothing: "
+        "cw -> scw, pgd2 -> qpgd2, ddn -> sddn, ...), lowpass (Gaussian blur of the perturbation) or dct "
+        "(low-frequency DCT subspace), with the preset's strength",
+    )
+
+
+def smooth_forms(attacks: str, smoothing: str | None) -> str:
+    """``"ddn,cw"`` under ``--smoothing lowpass`` -> ``"ddn+lowpass,cw+lowpass"`` (unchanged without it)."""
+    if smoothing is None:
+        return attacks
+    from smoothadv.attacks import ATTACKS
+
+    return ",".join(ATTACKS.smooth_form(name, smoothing) for name in attacks.split(",") if name.strip())
+
+
 def add_runtime_options(parser: argparse.ArgumentParser) -> None:
     """``--device`` and ``--threads``."""
     group = parser.add_argument_group("runtime")

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from smoothadv.cli._options import add_model_options, add_runtime_options, model_spec, runtime
+from smoothadv.cli._options import (
+    ATTACK_HELP,
+    add_model_options,
+    add_runtime_options,
+    add_smoothing_option,
+    model_spec,
+    runtime,
+    smooth_forms,
+)
 from smoothadv.cli._output import add_json_flag, emit
 
 
@@ -13,10 +21,12 @@ def register(subparsers) -> None:
         "it, after resize and crop), <name>_<attack>.png (the adversarial example) and results.csv/json.",
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files (PNG/JPEG)")
-    parser.add_argument("--attack", required=True, help="fgsm, ifgsm, pgd2, qpgd2, cw, scw or deepfool")
+    parser.add_argument("--attack", required=True, help=ATTACK_HELP)
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--epsilon", type=float,
-                        help="budget of fgsm/ifgsm (L-inf, on [0,1] pixels) or pgd2/qpgd2 (L2)")
+                        help="budget of fgsm/ifgsm (L-inf, on [0,1] pixels) or of the L2 ones: pgd2, "
+                        "qpgd2, apgd2, sapgd2, spgd2 and their smooth forms")
+    add_smoothing_option(parser)
     parser.add_argument("--labels", help="comma-separated true labels, one per input (default: predictions)")
     parser.add_argument("--no-quantize", action="store_true", help="keep float images (not 8-bit checked)")
     parser.add_argument("--overwrite", action="store_true",
@@ -38,7 +48,8 @@ def run(args) -> int:
         raise ConfigError(f"--labels must be comma-separated integers, got {args.labels!r}.") from error
     spec, where = model_spec(args), runtime(args)
     summary = craft_files(
-        spec, args.attack, args.inputs, args.out, epsilon=args.epsilon, labels=labels,
+        spec, smooth_forms(args.attack, args.smoothing), args.inputs, args.out, epsilon=args.epsilon,
+        labels=labels,
         quantize=not args.no_quantize, device=where.device, overwrite=args.overwrite,
         progress=not args.no_progress,
     )

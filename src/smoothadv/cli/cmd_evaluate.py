@@ -5,12 +5,15 @@ from __future__ import annotations
 import sys
 
 from smoothadv.cli._options import (
+    ATTACK_HELP,
     add_engine_options,
     add_model_options,
     add_runtime_options,
+    add_smoothing_option,
     model_spec,
     positive_int,
     runtime_and_engine,
+    smooth_forms,
 )
 from smoothadv.cli._output import add_json_flag, emit, engine_outcome
 from smoothadv.core.errors import ConfigError
@@ -26,9 +29,8 @@ def register(subparsers) -> None:
     parser.add_argument("--data", required=True,
                         help="mnist, imagenet-samples, or a folder of images (labels from its labels.csv "
                         "with rows filename,label; without one, the model's predictions)")
-    parser.add_argument(
-        "--attacks", required=True, help="comma-separated: fgsm,ifgsm,pgd2,qpgd2,cw,scw,deepfool"
-    )
+    parser.add_argument("--attacks", required=True, help=f"comma-separated: {ATTACK_HELP}")
+    add_smoothing_option(parser)
     parser.add_argument("--out", required=True, help="output folder (records, tables, plots, report.html)")
     parser.add_argument("--limit", type=positive_int, help="use the first N images")
     parser.add_argument("--batch-size", type=positive_int,
@@ -69,6 +71,13 @@ def parse_epsilons(items: list[str]) -> dict[str, list[float]] | None:
     return grids or None
 
 
+def smooth_epsilons(grids: dict[str, list[float]] | None, smoothing: str | None):
+    """The ``--epsilons`` grids keyed by the smooth forms the attacks run under ``--smoothing``."""
+    if grids is None or smoothing is None:
+        return grids
+    return {smooth_forms(name, smoothing): grid for name, grid in grids.items()}
+
+
 def run(args) -> int:
     from smoothadv.experiments.jobs import run_evaluation
     from smoothadv.report import table_text
@@ -79,12 +88,12 @@ def run(args) -> int:
         result, files = run_evaluation(
             model=spec,
             data=args.data,
-            attacks=args.attacks,
+            attacks=smooth_forms(args.attacks, args.smoothing),
             out_dir=args.out,
             limit=args.limit,
             batch_size=args.batch_size,
             seed=args.seed,
-            epsilons=parse_epsilons(args.epsilons),
+            epsilons=smooth_epsilons(parse_epsilons(args.epsilons), args.smoothing),
             perceptual=args.perceptual,
             restart=args.restart,
             progress=not args.no_progress,

@@ -142,7 +142,8 @@ class DCTSubspace:
 
     def __post_init__(self):
         if not isinstance(self.ratio, (int, float)) or not 0.0 < float(self.ratio) <= 1.0:
-            raise ConfigError(f"dct ratio must lie in (0, 1] (fraction of frequencies kept); got {self.ratio!r}.")
+            raise ConfigError(
+                f"dct ratio must lie in (0, 1] (the fraction of frequencies kept); got {self.ratio!r}.")
 
     def prepare(self, guide: torch.Tensor) -> _PreparedDCT:
         return _PreparedDCT(guide, float(self.ratio))
