@@ -221,10 +221,10 @@ def deepfool_runners(peers, steps: int, overshoot: float, candidates: int, class
 
 
 def minimal_norm_runners(peers, budget: dict, steps: int, with_cw: bool = False) -> dict[str, Runner]:
-    """The strongest minimal-L2 attacks at about ``steps`` gradients each, 8-bit outputs (row ``rounded``):
+    """The strongest minimal-L2 attacks at about ``steps`` gradients each, 8-bit outputs (``rounded``):
     smoothadv's DDN and FMN (``steps`` iterations, rounding inside the loop; with ``with_cw`` also C&W at
-    ``budget``, at most that many gradients) against adv-lib's DDN (its own 8-bit mode, ``levels=256``), FMN and ALMA and
-    Foolbox's DDN, all with ``steps`` iterations."""
+    ``budget``, at most that many gradients) against adv-lib's DDN (its own 8-bit mode, ``levels=256``),
+    FMN and ALMA and Foolbox's DDN, all with ``steps`` iterations."""
     cw = {key: budget[key] for key in ("binary_search_steps", "steps", "learning_rate", "initial_constant",
                                        "margin")}
     runners: dict[str, Runner] = {

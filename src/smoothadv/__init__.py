@@ -7,6 +7,6 @@ where the image is flat.
 
 __version__ = "0.1.0"
 
-from smoothadv.smoothing import GuidedSmoother, Smoothing, smooth  # noqa: E402
+from smoothadv.smoothing import DCTSubspace, GaussianLowPass, GuidedSmoother, Smoothing, smooth  # noqa: E402
 
-__all__ = ["GuidedSmoother", "Smoothing", "smooth", "__version__"]
+__all__ = ["DCTSubspace", "GaussianLowPass", "GuidedSmoother", "Smoothing", "smooth", "__version__"]
