@@ -76,21 +76,6 @@ class LatentPerturbation:
             return (self.images + variable).clamp(0.0, 1.0) - self.images
         return variable
 
-    def rescale(self, variable: torch.Tensor, perturbation: torch.Tensor, norms: torch.Tensor,
-                *, at_most: bool = False) -> torch.Tensor:
-        """Scale each ``z`` so that ``||P(z)||`` equals ``norms`` (or is at most ``norms``), exactly.
-
-        Args:
-            variable: (B, C, H, W) ``z``. perturbation: its ``r = P(z)``. norms: (B,) target L2 norms of r.
-            at_most: only shrink (projection onto the ball of radius ``norms``).
-        """
-        current = l2_norms(perturbation)
-        factor = norms / current.clamp_min(1e-12)
-        if at_most:
-            factor = factor.clamp(max=1.0)
-        factor = torch.where(current > 0, factor, torch.ones_like(factor))
-        return variable * _per_image(factor, variable)
-
     def step_scale(self, variable: torch.Tensor, perturbation: torch.Tensor) -> torch.Tensor:
         """(B,) ``||z|| / ||P(z)||``: turns a step meant for ``r`` into a step of the same relative size on
         ``z`` (1 for the identity and where ``z`` is 0)."""
