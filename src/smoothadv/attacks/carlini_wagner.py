@@ -34,7 +34,13 @@ from torch import nn
 
 from smoothadv.attacks.base import MinimizationAttack, RunOutput, warn_if_zero_gradients
 from smoothadv.attacks.losses import margin_loss
-from smoothadv.attacks.strategies import BestIterates, LatentPerturbation, PerImageAdam, TanhParametrization
+from smoothadv.attacks.strategies import (
+    ActiveSet,
+    BestIterates,
+    LatentPerturbation,
+    PerImageAdam,
+    TanhParametrization,
+)
 from smoothadv.core.errors import ConfigError
 from smoothadv.smoothing import PerturbationOperator, Smoothing, check_operator, describe_operator
 
@@ -123,9 +129,9 @@ class CarliniWagnerL2(MinimizationAttack):
             variable = parametrization.initial()
             optimizer = PerImageAdam(variable, self.learning_rate)
             succeeded = torch.zeros(batch, dtype=torch.bool, device=device)
-            active = torch.ones(batch, dtype=torch.bool, device=device)
+            active = ActiveSet(batch, device)
             for step in range(self.steps):
-                index = active.nonzero()[:, 0]
+                index = active.index
                 if len(index) == 0:
                     break
                 # The smoothing runs on the whole batch (cheap); the model only on the active images.
@@ -153,7 +159,7 @@ class CarliniWagnerL2(MinimizationAttack):
                     # Not before half the iterations: with a large learning rate the first successes are
                     # far from the optimum and better ones come only after the overshoot settles.
                     if self.abort_early and step + 1 >= self.steps // 2:
-                        active &= ~(succeeded & ~improved)
+                        active.stop(succeeded & ~improved)
             succeeded |= best.settle()[1]
             lower, upper, constant = _update_constants(succeeded, constant, lower, upper)
         return RunOutput(adversarial=best.images, iterations=iterations,

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from smoothadv.attacks.base import MinimizationAttack, RunOutput
+from smoothadv.attacks.strategies import ActiveSet
 from smoothadv.core.errors import ConfigError
 from smoothadv.core.images import quantize_8bit
 
@@ -55,11 +56,11 @@ class DeepFool(MinimizationAttack):
         classes = torch.cat([labels[:, None], others], dim=1)
         total = torch.zeros_like(images)
         adversarial = images.clone()
-        active = torch.ones(batch, dtype=torch.bool, device=images.device)
+        active = ActiveSet(batch, images.device)
         iterations = torch.zeros(batch, dtype=torch.long, device=images.device)
         gradient_evaluations = torch.zeros_like(iterations)
         for _ in range(self.steps):
-            index = active.nonzero()[:, 0]
+            index = active.index
             if len(index) == 0:
                 break
             point = adversarial[index].detach()
@@ -85,6 +86,6 @@ class DeepFool(MinimizationAttack):
             total[index] += step
             adversarial[index] = (images[index] + (1 + self.overshoot) * total[index]).clamp(0.0, 1.0)
             iterations[index] += still_correct.long()
-            active[index] = still_correct
+            active.stop(~still_correct, index)
         return RunOutput(adversarial=adversarial, iterations=iterations,
                          gradient_evaluations=gradient_evaluations)

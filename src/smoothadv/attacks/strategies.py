@@ -1,5 +1,5 @@
 """The pieces attacks share instead of re-implementing them: parametrisations, the per-image Adam, the
-record of the best iterates, step schedules.
+record of the best iterates, the set of images still attacked, step schedules.
 
 Parametrisations map the optimised variable to the adversarial image:
 
@@ -83,6 +83,29 @@ class LatentPerturbation:
             return torch.ones(len(variable), dtype=variable.dtype, device=variable.device)
         ratio = l2_norms(variable) / l2_norms(perturbation).clamp_min(1e-12)
         return torch.where(l2_norms(perturbation) > 0, ratio, torch.ones_like(ratio))
+
+
+class ActiveSet:
+    """The images of a batch still being attacked: an attack runs the model on these only.
+
+    Args:
+        batch: number of images B. device: where the (B,) mask lives.
+    """
+
+    def __init__(self, batch: int, device: torch.device):
+        self.mask = torch.ones(batch, dtype=torch.bool, device=device)
+
+    @property
+    def index(self) -> torch.Tensor:
+        """(b,) int64 positions of the active images in the batch."""
+        return self.mask.nonzero()[:, 0]
+
+    def stop(self, done: torch.Tensor, index: torch.Tensor | None = None) -> None:
+        """Images leave the set where ``done`` is True; ``done`` is (B,) or, with ``index``, (len(index),)."""
+        if index is None:
+            self.mask &= ~done
+        else:
+            self.mask[index] &= ~done
 
 
 def cosine_schedule(start: float, end: float, step: int, steps: int) -> float:
