@@ -79,6 +79,14 @@ def test_reproduce_cli_json(capsys, tmp_path):
     assert code == 0
     payload = json.loads(capsys.readouterr().out)
     assert payload["table"] == "table2" and len(payload["rows"]) == len(PAPER_ATTACKS)
+    code = main(["reproduce", "table2", "--dataset", "imagenet", "--out", str(tmp_path / "more"),
+                 "--attacks", "ddn,apgd2", "--smoothing", "dct", "--json"])
+    assert code == 0
+    payload = json.loads(capsys.readouterr().out)
+    extra = [row for row in payload["rows"] if row["attack"] not in PAPER_ATTACKS]
+    assert [row["attack"] for row in extra] == ["ddn+dct", "apgd2+dct"]
+    assert all(row["paper_p_success"] is None for row in extra)
+    assert any("beside the paper's attacks: ddn+dct, apgd2+dct" in note for note in payload["notes"])
 
 
 def test_evaluate_cli_on_c4(capsys, tmp_path):

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import sys
 
-from smoothadv.cli._options import add_engine_options, add_runtime_options, positive_int, runtime_and_engine
+from smoothadv.cli._options import (
+    ATTACK_HELP,
+    add_engine_options,
+    add_runtime_options,
+    add_smoothing_option,
+    positive_int,
+    runtime_and_engine,
+    smooth_forms,
+)
 from smoothadv.cli._output import add_json_flag, emit, engine_outcome
 
 
@@ -23,6 +31,9 @@ def register(subparsers) -> None:
     parser.add_argument("--batch-size", type=positive_int,
                         help="images per batch (default 100 MNIST, 4 ImageNet)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--attacks",
+                        help=f"attacks to run beside the paper's six (no paper numbers): {ATTACK_HELP}")
+    add_smoothing_option(parser)
     parser.add_argument("--restart", action="store_true", help="discard earlier records in --out")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     add_runtime_options(parser)
@@ -48,6 +59,7 @@ def run(args) -> int:
             progress=not args.no_progress,
             device=where.device,
             engine=engine,
+            attacks=smooth_forms(args.attacks, args.smoothing) if args.attacks else None,
         )
     except KeyboardInterrupt:
         print("smoothadv reproduce: interrupted; run the same command again to resume.", file=sys.stderr)

@@ -12,10 +12,11 @@ from typing import Any
 
 import torch
 
-from smoothadv.attacks import FIXED_DISTORTION_ATTACKS, PRESETS
+from smoothadv.attacks import ATTACKS, PRESETS
 from smoothadv.core.validation import make_output_dir
 from smoothadv.evaluation.engine import Engine
 from smoothadv.evaluation.metrics import accuracy, attack_statistics
+from smoothadv.evaluation.plan import resolve_attacks
 from smoothadv.evaluation.runner import evaluate
 from smoothadv.experiments.defaults import batch_size_for, default_dataset
 from smoothadv.experiments.paper import (
@@ -46,6 +47,7 @@ def reproduce(
     progress: bool = True,
     device: str | torch.device = "cpu",
     engine: Engine | str | None = None,
+    attacks: str | list[str] | None = None,
 ) -> dict[str, Any]:
     """Re-run one of the paper's tables and compare with the paper's numbers.
 
@@ -59,6 +61,7 @@ def reproduce(
         seed: random seed. restart: discard earlier records. progress: progress bars on stderr.
         device: where this process's models run (the local engine runs there).
         engine: ``"local"`` (default), ``"ray"`` or a :class:`~smoothadv.evaluation.ray_engine.RayEngine`.
+        attacks: attacks to run beside the paper's six (``"ddn,sddn"``), reported without paper numbers.
 
     Returns:
         A JSON-ready dict: ``rows`` (attack, column, paper and our P_suc / D_bar), ``notes``, ``files``,
@@ -69,14 +72,19 @@ def reproduce(
     out_dir = make_output_dir(default_out if out_dir is None else out_dir)
     notes = list(the_plan.notes)
     attack_options, limit = _quick_settings(dataset, quick, limit, notes)
+    extra = [key for key in (resolve_attacks(attacks) if attacks else []) if key not in PAPER_ATTACKS]
+    attacks = [*PAPER_ATTACKS, *extra]
+    if extra:
+        notes.append(f"beside the paper's attacks: {', '.join(extra)} (no paper numbers).")
     epsilons = None
     if the_plan.fixed_epsilon:
-        epsilons = {a: [PRESETS[dataset][a]["epsilon"]] for a in FIXED_DISTORTION_ATTACKS}
+        epsilons = {a: [ATTACKS[a].options(dataset)["epsilon"]]
+                    for a in attacks if ATTACKS[a].fixed_distortion}
     results = {
         source: evaluate(
             load_model(source, device),
             default_dataset(source, limit=limit),
-            PAPER_ATTACKS,
+            attacks,
             out_dir / source.replace("+", "_"),
             model_name=source,
             preset=dataset,
@@ -92,14 +100,15 @@ def reproduce(
         )
         for source, targets in the_plan.runs.items()
     }
-    rows = _comparison_rows(table, dataset, the_plan, results)
+    rows = _comparison_rows(table, dataset, the_plan, results, attacks)
     accuracies = {
         name: _accuracy(result.records, name) for result in results.values() for name in result.models
     }
     summary = {"accuracy": accuracies, "table": table, "dataset": dataset, "quick": quick, "limit": limit,
                "notes": notes, "rows": rows}
     text = comparison_text(table, dataset, rows, notes, accuracies, PAPER_ACCURACY)
-    files = _write_outputs(table, dataset, the_plan, results, rows, notes, text, summary, out_dir)
+    files = _write_outputs(table, dataset, the_plan, results, rows, notes, text, summary, out_dir,
+                           attacks)
     summary.update({"files": files, "text": text,
                     "engine": {source: result.engine.to_dict() for source, result in results.items()}})
     return summary
@@ -128,13 +137,15 @@ def _accuracy(records: list[dict], model: str) -> dict[str, Any]:
     return {"correct": correct, "total": total, "value": correct / total if total else None}
 
 
-def _comparison_rows(table: str, dataset: str, the_plan: Plan, results: dict) -> list[dict]:
-    """One row per (paper column, attack): the paper's P_suc / D_bar and ours."""
+def _comparison_rows(table: str, dataset: str, the_plan: Plan, results: dict,
+                     attacks: list[str]) -> list[dict]:
+    """One row per (paper column, attack): the paper's P_suc / D_bar (None for attacks beyond the paper's)
+    and ours."""
     rows = []
     for column in the_plan.columns:
         paper_dataset = "imagenet" if table == "table3" else dataset
         paper_column = PAPER_TABLES[table].get(paper_dataset, {}).get(column.paper)
-        for attack in PAPER_ATTACKS:
+        for attack in attacks:
             paper = paper_column.get(attack) if paper_column else None
             ours = None
             if column.model is not None:
@@ -155,7 +166,8 @@ def _comparison_rows(table: str, dataset: str, the_plan: Plan, results: dict) ->
 
 
 def _write_outputs(table: str, dataset: str, the_plan: Plan, results: dict, rows: list[dict],
-                   notes: list[str], text: str, summary: dict, out_dir: Path) -> dict[str, Any]:
+                   notes: list[str], text: str, summary: dict, out_dir: Path,
+                   attacks: list[str]) -> dict[str, Any]:
     """The operating-characteristic figure, per-model reports, ``comparison.json|md`` and ``report.html``."""
     files: dict[str, Any] = {}
     figure = FIGURES.get((table, dataset))
@@ -166,7 +178,7 @@ def _write_outputs(table: str, dataset: str, the_plan: Plan, results: dict, rows
             pairs = [(the_plan.columns[0].model, a) for a in ("cw", "scw")]
             title = f"C&W and sC&W transferred to {the_plan.columns[0].model} (cf. paper Fig. 7)"
         else:
-            pairs = [(source, a) for source in results for a in PAPER_ATTACKS]
+            pairs = [(source, a) for source in results for a in attacks]
             number = 5 if dataset == "mnist" else 6
             title = f"Operating characteristics, {table} {dataset} (cf. paper Fig. {number})"
         plot = plot_operating_characteristics(records, out_dir / figure, pairs=pairs, title=title)
