@@ -65,7 +65,9 @@ class TestRegistry:
 
         model = tiny_classifier()
         spec = ATTACKS["ddn+lowpass"]
-        assert spec.smooth and spec.label == "DDN+lowpass" and spec.colour == ATTACKS["ddn"].colour
+        assert spec.smooth and spec.label == "DDN+lowpass"
+        forms = ["cw", "cw+lowpass", "cw+dct", "ddn", "ddn+lowpass", "ddn+dct"]
+        assert len({ATTACKS[key].colour for key in forms}) == len(forms)  # told apart in one plot
         attack = make_attack("ddn+lowpass", model, preset="imagenet", steps=2)
         assert attack.smoothing == OPERATORS["imagenet"]["lowpass"]
         assert isinstance(attack.smoothing, GaussianLowPass)

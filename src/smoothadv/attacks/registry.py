@@ -84,6 +84,14 @@ class AttackSpec:
         return list(grids[preset])
 
 
+#: Plot colours of the ``KEY+KIND`` forms (by kind, then by the plain attack's place in the registry).
+_FORM_COLOURS = {
+    "guided": ("goldenrod", "rosybrown", "cadetblue", "plum"),
+    "lowpass": ("darkorange", "saddlebrown", "teal", "crimson", "navy", "gold", "darkkhaki"),
+    "dct": ("deepskyblue", "peru", "mediumseagreen", "orchid", "black", "salmon", "slategray"),
+}
+
+
 def _normal(name: str) -> str:
     return str(name).strip().lower().replace("-", "").replace("&", "").replace("_", "").replace(" ", "")
 
@@ -119,7 +127,9 @@ class AttackRegistry(Mapping[str, AttackSpec]):
             spec = self._specs[base]
             if kind == "guided" and spec.cls.smooth_key in self._specs:
                 return self._specs[spec.cls.smooth_key]
-            return AttackSpec(key, spec.cls, f"{spec.label}+{kind}", spec.colour, kind)
+            palette = _FORM_COLOURS[kind]
+            colour = palette[list(self._specs).index(base) % len(palette)]
+            return AttackSpec(key, spec.cls, f"{spec.label}+{kind}", colour, kind)
         raise KeyError(key)
 
     def __contains__(self, key: object) -> bool:
