@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from smoothadv.attacks.base import MinimizationAttack, RunOutput, warn_if_zero_gradients
-from smoothadv.attacks.losses import OBJECTIVES, goal_reached
+from smoothadv.attacks.losses import OBJECTIVES
 from smoothadv.attacks.strategies import (
     BestIterates,
     LatentPerturbation,
@@ -146,8 +146,7 @@ class _AdaptiveNormAttack(MinimizationAttack):
             variable_now, perturbation = variable_now.detach(), perturbation.detach()
             logits, objectives = logits.detach(), objectives.detach()
             with torch.no_grad():
-                best.offer(adversarial.detach(), logits, every)
-                succeeded = goal_reached(logits, labels, targets)
+                succeeded = best.offer(adversarial.detach(), logits, every)  # nothing kept aside: unverified
                 scale = parametrization.step_scale(variable_now, perturbation)
                 # Decrease of the objective per unit of ||r|| along the step, if P treats the step as it
                 # treats z: ||P^T grad_r|| * ||z|| / ||P(z)|| (||grad_r|| for the identity).
