@@ -38,11 +38,11 @@ FAST = {
     "scw": {"binary_search_steps": 3, "steps": 30},
     "pgd2": {"epsilon": 1.5},
     "qpgd2": {"epsilon": 1.5},
-    "ddn": {"steps": 60}, "sddn": {"steps": 60},
-    "fmn": {"steps": 60}, "sfmn": {"steps": 60},
-    "apgd2": {"epsilon": 1.5, "steps": 20}, "sapgd2": {"epsilon": 4.0, "steps": 20},
+    "ddn": {"steps": 30}, "sddn": {"steps": 30},
+    "fmn": {"steps": 30}, "sfmn": {"steps": 30},
+    "apgd2": {"epsilon": 1.5, "steps": 10}, "sapgd2": {"epsilon": 4.0, "steps": 10},
     "spgd2": {"epsilon": 4.0},
-    "ddn+lowpass": {"steps": 60}, "fmn+dct": {"steps": 60}, "apgd2+lowpass": {"epsilon": 4.0, "steps": 20},
+    "ddn+lowpass": {"steps": 30}, "fmn+dct": {"steps": 30}, "apgd2+lowpass": {"epsilon": 4.0, "steps": 10},
 }
 #: The registered attacks and a smooth form with each image-agnostic operator.
 TABLE = [*ATTACKS, "ddn+lowpass", "fmn+dct", "apgd2+lowpass"]
@@ -276,8 +276,8 @@ def test_margin_loss_untargeted_and_targeted():
 
 @pytest.mark.parametrize(("name", "options"), [
     ("pgd2", {"epsilon": 3.0, "steps": 30}),
-    ("ddn", {"steps": 100}), ("sddn", {"steps": 100}),
-    ("fmn", {"steps": 100}), ("sfmn", {"steps": 100}),
+    ("ddn", {"steps": 50}), ("sddn", {"steps": 50}),
+    ("fmn", {"steps": 50}), ("sfmn", {"steps": 50}),
     ("apgd2", {"epsilon": 3.0, "steps": 30}), ("apgd2", {"epsilon": 3.0, "steps": 30, "loss": "dlr"}),
     ("sapgd2", {"epsilon": 6.0, "steps": 30}), ("spgd2", {"epsilon": 6.0, "steps": 30}),
 ])
