@@ -123,14 +123,15 @@ class APGD2(FixedDistortionAttack):
                 variable = perturbation = parametrization.feasible(variable)
             return variable, perturbation
 
-        def evaluate(perturbation):
-            """Objective and gradient in r at x = clip(x_o + r)."""
+        def evaluate(perturbation, with_gradient: bool = True):
+            """Objective and (unless the last iterate) its gradient in r at x = clip(x_o + r)."""
             with torch.enable_grad():
-                perturbation = perturbation.detach().requires_grad_(True)
+                perturbation = perturbation.detach().requires_grad_(with_gradient)
                 adversarial = (images + perturbation).clamp(0.0, 1.0)
                 logits = self.model(adversarial)
                 objectives = objective_fn(logits, labels, targets=targets)
-                (gradient,) = torch.autograd.grad(objectives.sum(), perturbation)
+                gradient = (torch.autograd.grad(objectives.sum(), perturbation)[0] if with_gradient
+                            else torch.zeros_like(perturbation))
             best.offer(adversarial.detach(), logits.detach(), every)
             return objectives.detach(), gradient
 
@@ -154,7 +155,7 @@ class APGD2(FixedDistortionAttack):
         improving = torch.zeros(batch, dtype=torch.long, device=images.device)
         last_mark, eta_at_mark, best_at_mark = 0, eta.clone(), best_objective.clone()
 
-        for step in range(1, options.steps):
+        for step in range(1, options.steps + 1):  # steps updates; no gradient needed after the last
             step_z, step_r = direction(gradient)
             size = eta[:, None, None, None]
             u_z, u_r = project(variable - size * step_z, perturbation - size * step_r)
@@ -166,7 +167,7 @@ class APGD2(FixedDistortionAttack):
                     variable + a * (u_z - variable) + (1 - a) * (variable - previous[0]),
                     perturbation + a * (u_r - perturbation) + (1 - a) * (perturbation - previous[1]))
             previous, (variable, perturbation) = (variable, perturbation), new
-            new_objectives, gradient = evaluate(perturbation)
+            new_objectives, gradient = evaluate(perturbation, with_gradient=step < options.steps)
             improving += (new_objectives < objectives).long()
             objectives = new_objectives
             better = objectives < best_objective

@@ -126,6 +126,8 @@ class _AdaptiveNormAttack(MinimizationAttack):
         every = torch.arange(batch, device=images.device)
         variable = parametrization.initial()
         state = self.initial_state(images)
+        # (B,) the largest change the [0, 1] box allows each image: no budget needs more.
+        state["largest"] = l2_norms(torch.maximum(images, 1.0 - images))
         for step in range(options.steps):
             with torch.enable_grad():
                 variable.requires_grad_(True)
@@ -152,6 +154,7 @@ class _AdaptiveNormAttack(MinimizationAttack):
                 # treats z: ||P^T grad_r|| * ||z|| / ||P(z)|| (||grad_r|| for the identity).
                 slope = scale * l2_norms(gradient) / factor.flatten().clamp_min(1e-12)
                 state = self.update_budget(state, step, succeeded, perturbation, objectives, slope)
+                state["epsilon"] = torch.minimum(state["epsilon"], state["largest"])
                 size = self.step_length(step, state)
                 variable = variable_now - (size * scale)[:, None, None, None] * normalized(gradient)
         count = torch.full((batch,), options.steps, dtype=torch.long, device=images.device)
@@ -198,7 +201,7 @@ class DDN(_AdaptiveNormAttack):
     def update_budget(self, state, step, succeeded, perturbation, objectives, slope):
         gamma = self.options.gamma
         epsilon = state["epsilon"]
-        return {"epsilon": torch.where(succeeded, epsilon * (1 - gamma), epsilon * (1 + gamma))}
+        return {**state, "epsilon": torch.where(succeeded, epsilon * (1 - gamma), epsilon * (1 + gamma))}
 
     def step_length(self, step, state):
         options = self.options
@@ -233,10 +236,7 @@ class FMN(_AdaptiveNormAttack):
         norms = l2_norms(perturbation)
         best_norm = torch.where(succeeded, torch.minimum(state["best_norm"], norms), state["best_norm"])
         found = state["found"] | succeeded
-        # No perturbation needs more than the diameter of the [0, 1] box (where a latent's gradient, clipped
-        # away, would let the estimate run off).
-        diameter = float(perturbation[0].numel()) ** 0.5
-        boundary = (norms + objectives / slope.clamp_min(1e-12)).clamp(max=diameter)
+        boundary = norms + objectives / slope.clamp_min(1e-12)
         # The linear estimate, while no iterate was adversarial, may not run ahead of the perturbation by
         # more than a factor 1 + gamma: with a latent, clipped pixels flatten the gradient and inflate it.
         grown = torch.maximum(state["epsilon"], norms) * (1 + gamma)
@@ -244,7 +244,7 @@ class FMN(_AdaptiveNormAttack):
         not_adversarial = torch.where(state["found"], state["epsilon"] * (1 + gamma), estimate)
         adversarial = torch.minimum(state["epsilon"] * (1 - gamma), best_norm)
         epsilon = torch.where(succeeded, adversarial, not_adversarial).clamp_min(0.0)
-        return {"epsilon": epsilon, "best_norm": best_norm, "found": found}
+        return {**state, "epsilon": epsilon, "best_norm": best_norm, "found": found}
 
     def step_length(self, step, state):
         options = self.options
