@@ -14,8 +14,7 @@ the same total number of iterations at the initial constant. PGD and FGSM get th
 step size, with no random start; DeepFool the same steps, overshoot and candidate classes. smoothadv runs
 without 8-bit rounding (peers return floats) in these rows.
 
-The minimal-norm rows (DDN, FMN, ALMA and our C&W at about the same number of gradients) and the APGD rows
-are "rounded": every library's output is rounded to 8 bits (nearest) and re-classified before success
+The minimal-norm rows (DDN, FMN and ALMA at the same number of iterations) and the APGD rows are "rounded": every library's output is rounded to 8 bits (nearest) and re-classified before success
 and distortion are counted, since a PNG is what a user keeps; smoothadv runs with its 8-bit mode there.
 
 Peers are benchmark-only dependencies: ``pip install -r benchmarks/requirements-peers.txt`` (see that
@@ -220,19 +219,14 @@ def deepfool_runners(peers, steps: int, overshoot: float, candidates: int, class
     return runners
 
 
-def minimal_norm_runners(peers, budget: dict, steps: int, with_cw: bool = False) -> dict[str, Runner]:
-    """The strongest minimal-L2 attacks at about ``steps`` gradients each, 8-bit outputs (``rounded``):
-    smoothadv's DDN and FMN (``steps`` iterations, rounding inside the loop; with ``with_cw`` also C&W at
-    ``budget``, at most that many gradients) against adv-lib's DDN (its own 8-bit mode, ``levels=256``),
-    FMN and ALMA and Foolbox's DDN, all with ``steps`` iterations."""
-    cw = {key: budget[key] for key in ("binary_search_steps", "steps", "learning_rate", "initial_constant",
-                                       "margin")}
+def minimal_norm_runners(peers, steps: int) -> dict[str, Runner]:
+    """The strongest minimal-L2 attacks at ``steps`` gradients each, 8-bit outputs (``rounded``):
+    smoothadv's DDN and FMN (rounding inside the loop) against adv-lib's DDN (its own 8-bit mode,
+    ``levels=256``), FMN and ALMA and Foolbox's DDN."""
     runners: dict[str, Runner] = {
         "smoothadv": lambda m, x, y: DDN(m, steps=steps).generate(x, y),
         "smoothadv FMN": lambda m, x, y: FMN(m, steps=steps).generate(x, y),
     }
-    if with_cw:
-        runners["smoothadv C&W"] = lambda m, x, y: CarliniWagnerL2(m, **cw).generate(x, y)
     if "adv-lib" in peers:
         al = peers["adv-lib"]
         runners["adv-lib DDN"] = lambda m, x, y: al.ddn(m, x, y, steps=steps, levels=256)
@@ -422,7 +416,7 @@ def build_rows(names: list[str], peers, mnist: Setting | None, imagenet: Setting
         if "minimal" in names:
             steps = minimal_steps[0 if preset == "mnist" else 1]
             rows.append(Row("minimal L2", setting, f"{steps} grads, 8-bit",
-                            minimal_norm_runners(peers, cw, steps), rounded=True))
+                            minimal_norm_runners(peers, steps), rounded=True))
         if "apgd2" in names:
             for epsilon in ([1.5] if preset == "mnist" else [0.5]):
                 for loss in ("ce", "dlr"):

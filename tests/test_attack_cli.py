@@ -72,4 +72,4 @@ def test_smoothing_of_an_attack_without_a_smooth_form_is_refused(setup, capsys):
     model_path, inputs, out = setup
     assert main(["attack", inputs[0], "--model", str(model_path), "--attack", "deepfool",
                  "--smoothing", "dct", "--input-size", "12", "--channels", "1", "--out", str(out)]) == 2
-    assert "takes no perturbation operator" in capsys.readouterr().err
+    assert "has no smooth form" in capsys.readouterr().err

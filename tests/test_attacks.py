@@ -125,9 +125,11 @@ def test_strong_attacks_succeed_on_tiny_model(results):
 
 
 def test_minimum_norm_attacks_find_smaller_perturbations_than_the_fixed_budget(results):
-    """DDN and FMN adapt the norm per image: below the budget APGD2 needed to succeed everywhere."""
+    """DDN and FMN adapt the norm per image: they stay well below what APGD2, which succeeded on every
+    image, spent at its fixed budget."""
+    assert results["apgd2"].success_rate == 1.0
     for name in ("ddn", "fmn"):
-        assert float(results[name].l2.mean()) < 0.8 * FAST["apgd2"]["epsilon"], name
+        assert float(results[name].l2.mean()) < 0.8 * float(results["apgd2"].l2.mean()), name
 
 
 def test_binary_search_lowers_distortion(model, images):

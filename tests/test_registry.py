@@ -51,8 +51,16 @@ class TestRegistry:
         with pytest.raises(ConfigError, match="did you mean 'scw'"):
             ATTACKS.resolve("scx")
 
+    def test_the_cli_help_names_every_attack_and_operator(self):
+        from smoothadv.cli._options import ATTACK_HELP, SMOOTHING_KINDS
+        from smoothadv.smoothing import OPERATOR_KINDS
+
+        named = {word.strip(" ,") for word in ATTACK_HELP.replace("or ", "").split(", ")}
+        assert set(ATTACKS) <= named
+        assert tuple(OPERATOR_KINDS) == SMOOTHING_KINDS
+
     @pytest.mark.parametrize(("name", "message"), [
-        ("fgsm+lowpass", "takes no perturbation operator"), ("scw+lowpass", "already smooth"),
+        ("fgsm+lowpass", "has no smooth form"), ("ifgsm+dct", "has no smooth form"), ("scw+lowpass", "already smooth"),
         ("ddn+blur", "unknown smoothing 'blur'"), ("dnn+dct", "did you mean 'ddn'"),
     ])
     def test_smooth_forms_that_do_not_exist(self, name, message):

@@ -15,8 +15,9 @@ halves at checkpoints where progress stalled:
 Given a perturbation operator ``P`` the iterate is a latent: ``r = P(z)``, ``x = clip(x_o + r)``. The steps
 and momentum act on ``z``; the direction is the gradient in ``z`` (``P^T grad_r``) scaled so that its
 image under ``P`` has unit norm, so ``eta`` stays a step in the norm of ``r``; the projection rescales
-``z`` (exact, since ``P`` is linear). ``r`` is carried along with ``z`` by the same linear combinations
-and ``P`` runs once per iteration on the new direction.
+``z`` (exact, since ``P`` is linear). ``r`` is carried along with ``z`` by the same linear combinations;
+each iteration applies the adjoint to the gradient and ``P`` to the new direction (two solves for the
+guided smoothing, as sC&W's forward and backward).
 
 The attack returns, per image, the least distorted iterate that succeeded (else the one with the best
 objective); the fixed-distortion family then rounds it to 8 bits within the budget.
@@ -35,11 +36,16 @@ import torch
 
 from smoothadv.attacks.base import FixedDistortionAttack, RunOutput, warn_if_zero_gradients
 from smoothadv.attacks.gradient import PGD2
-from smoothadv.attacks.losses import OBJECTIVE_MIN_CLASSES, OBJECTIVES
-from smoothadv.attacks.strategies import BestIterates, LatentPerturbation, l2_norms
+from smoothadv.attacks.losses import OBJECTIVES, check_objective
+from smoothadv.attacks.strategies import (
+    BestIterates,
+    LatentPerturbation,
+    ball_factor,
+    check_options,
+    l2_norms,
+)
 from smoothadv.core.errors import ConfigError
-from smoothadv.core.validation import check_choice, check_positive, check_positive_int
-from smoothadv.smoothing import PerturbationOperator, Smoothing, check_operator
+from smoothadv.smoothing import PerturbationOperator, Smoothing
 
 
 @dataclass(frozen=True)
@@ -65,14 +71,10 @@ class APGDOptions:
     smoothing: PerturbationOperator | None = None
 
     def __post_init__(self):
-        check_positive_int(self.steps, "steps")
-        check_choice(self.loss, tuple(OBJECTIVES), "loss")
-        check_positive(self.relative_step, "relative_step")
-        check_operator(self.smoothing)
-        if not 0 < self.momentum <= 1:
-            raise ConfigError(f"momentum must lie in (0, 1] (1: no momentum); got {self.momentum!r}.")
-        if not 0 < self.rho <= 1:
-            raise ConfigError(f"rho must lie in (0, 1]; got {self.rho!r}.")
+        check_options(steps=self.steps, smoothing=self.smoothing, loss=self.loss,
+                      positive={"relative_step": self.relative_step},
+                      fractions={"momentum": (self.momentum, True), "rho": (self.rho, True)},
+                      flags={"adaptive": self.adaptive})
 
 
 def checkpoints(steps: int) -> set[int]:
@@ -95,6 +97,7 @@ class APGD2(FixedDistortionAttack):
 
     key = "apgd2"
     smooth_key = "sapgd2"
+    smoothable = True
     Options = APGDOptions
     presets = {"mnist": {"epsilon": 2.0, "steps": 100, "loss": "ce"},
                "imagenet": {"epsilon": 1.0, "steps": 100, "loss": "ce"}}
@@ -103,11 +106,7 @@ class APGD2(FixedDistortionAttack):
     def run(self, images, labels, targets, clean) -> RunOutput:
         options = self.options
         batch = len(images)
-        untargeted, targeted = OBJECTIVE_MIN_CLASSES[options.loss]
-        needed = untargeted if targets is None else targeted
-        if clean.logits.shape[1] < needed:
-            raise ConfigError(
-                f"loss {options.loss!r} needs a model with at least {needed} classes; use 'ce'.")
+        check_objective(options.loss, clean.logits.shape[1], targets is not None)
         parametrization = LatentPerturbation(images, options.smoothing)
         operator = parametrization.operator
         objective_fn = OBJECTIVES[options.loss]
@@ -117,7 +116,7 @@ class APGD2(FixedDistortionAttack):
 
         def project(variable, perturbation):
             """Onto the ball of radius epsilon (and the box, plain), applied to z and r alike."""
-            shrink = (epsilon / l2_norms(perturbation).clamp_min(1e-12)).clamp(max=1.0)[:, None, None, None]
+            shrink = ball_factor(l2_norms(perturbation), epsilon)
             variable, perturbation = variable * shrink, perturbation * shrink
             if operator is None:
                 variable = perturbation = parametrization.feasible(variable)

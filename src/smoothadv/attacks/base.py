@@ -137,6 +137,9 @@ class Attack:
     #: The paper's parameters per dataset preset (section 5.2.4), keyword arguments of ``__init__``.
     presets: dict[str, dict[str, Any]] = {}
     supports_targeted = True
+    #: An L2 attack whose ``smoothing`` option takes any perturbation operator: the registry offers its
+    #: smooth forms (``KEY+KIND``).
+    smoothable = False
     #: Keep the autograd graph of the clean forward pass, for an attack whose first gradient is taken at
     #: the clean images (saves one forward pass per call; FGSM: 3 passes instead of 4).
     reuses_clean_graph = False

@@ -68,6 +68,7 @@ class CarliniWagnerL2(MinimizationAttack):
 
     key = "cw"
     smooth_key = "scw"
+    smoothable = True
     # The authors' experiments: 9 binary-search steps of 100 Adam iterations.
     presets = {
         "mnist": {"margin": 1.0, "learning_rate": 0.1, "initial_constant": 15.0, "binary_search_steps": 9,

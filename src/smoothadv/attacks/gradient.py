@@ -23,6 +23,7 @@ from smoothadv.attacks.base import (
     warn_if_zero_gradients,
 )
 from smoothadv.attacks.losses import margin_loss
+from smoothadv.attacks.strategies import ball_factor, l2_norms, normalized
 from smoothadv.core.errors import ConfigError
 from smoothadv.smoothing import PerturbationOperator, Smoothing, check_operator, describe_operator
 
@@ -73,14 +74,11 @@ class GradientAttack(FixedDistortionAttack):
 
     def normalize(self, gradient: torch.Tensor) -> torch.Tensor:
         """Direction of steepest ascent of unit size in the attack's norm; zero gradients stay zero."""
-        norms = gradient.flatten(1).norm(dim=1).clamp_min(1e-12)
-        return gradient / norms[:, None, None, None]
+        return normalized(gradient)
 
     def project(self, perturbation: torch.Tensor) -> torch.Tensor:
         """Project perturbations onto the epsilon-ball of the attack's norm."""
-        norms = perturbation.flatten(1).norm(dim=1)
-        factor = torch.where(norms > self.epsilon, self.epsilon / norms.clamp_min(1e-12), 1.0)
-        return perturbation * factor[:, None, None, None]
+        return perturbation * ball_factor(l2_norms(perturbation), self.epsilon)
 
     def run(self, images, labels, targets, clean) -> RunOutput:
         smoother = self.smoothing.prepare(images) if self.smoothing is not None else None
@@ -146,6 +144,7 @@ class PGD2(GradientAttack):
 
     key = "pgd2"
     smooth_key = "qpgd2"
+    smoothable = True
     presets = {"mnist": {"epsilon": 5.0, "relative_step": 3.0 / 5.0, "steps": 10},
                "imagenet": {"epsilon": 5.0, "relative_step": 3.0 / 5.0, "steps": 10}}
     epsilon_grids = _L2_GRIDS

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from smoothadv.core.errors import ConfigError
+
 
 def margin_loss(logits: torch.Tensor, labels: torch.Tensor, *, margin: float = 0.0,
                 targets: torch.Tensor | None = None) -> torch.Tensor:
@@ -83,3 +85,11 @@ def margin_objective(logits: torch.Tensor, labels: torch.Tensor, *,
 OBJECTIVES = {"margin": margin_objective, "ce": cross_entropy_objective, "dlr": dlr_objective}
 #: The fewest classes each objective needs (untargeted, targeted).
 OBJECTIVE_MIN_CLASSES = {"margin": (2, 2), "ce": (2, 2), "dlr": (3, 4)}
+
+
+def check_objective(loss: str, num_classes: int, targeted: bool) -> None:
+    """Raise :class:`~smoothadv.core.errors.ConfigError` when the model has too few classes for ``loss``."""
+    needed = OBJECTIVE_MIN_CLASSES[loss][1 if targeted else 0]
+    if num_classes < needed:
+        raise ConfigError(f"loss {loss!r} needs a model with at least {needed} classes "
+                          f"({'targeted' if targeted else 'untargeted'}); use 'ce' or 'margin'.")

@@ -31,26 +31,18 @@ from dataclasses import dataclass
 import torch
 
 from smoothadv.attacks.base import MinimizationAttack, RunOutput, warn_if_zero_gradients
-from smoothadv.attacks.losses import OBJECTIVES
+from smoothadv.attacks.losses import OBJECTIVES, check_objective
 from smoothadv.attacks.strategies import (
     BestIterates,
     LatentPerturbation,
+    check_options,
     cosine_schedule,
     l2_norms,
     normalized,
 )
 from smoothadv.core.errors import ConfigError
 from smoothadv.core.images import quantize_8bit
-from smoothadv.core.validation import check_choice, check_positive, check_positive_int
-from smoothadv.smoothing import PerturbationOperator, check_operator
-
-
-def _check_common(steps, smoothing, loss, schedules: dict[str, float]) -> None:
-    check_positive_int(steps, "steps")
-    check_operator(smoothing)
-    check_choice(loss, tuple(OBJECTIVES), "loss")
-    for name, value in schedules.items():
-        check_positive(value, name)
+from smoothadv.smoothing import PerturbationOperator
 
 
 @dataclass(frozen=True)
@@ -75,11 +67,10 @@ class DDNOptions:
     smoothing: PerturbationOperator | None = None
 
     def __post_init__(self):
-        _check_common(self.steps, self.smoothing, self.loss,
-                      {"initial_norm": self.initial_norm, "step_size": self.step_size,
-                       "final_step_size": self.final_step_size})
-        if not 0 < self.gamma < 1:
-            raise ConfigError(f"gamma must lie in (0, 1); got {self.gamma!r}.")
+        check_options(steps=self.steps, smoothing=self.smoothing, loss=self.loss,
+                      positive={"initial_norm": self.initial_norm, "step_size": self.step_size,
+                                "final_step_size": self.final_step_size},
+                      fractions={"gamma": (self.gamma, False)})
 
 
 @dataclass(frozen=True)
@@ -103,11 +94,9 @@ class FMNOptions:
     smoothing: PerturbationOperator | None = None
 
     def __post_init__(self):
-        _check_common(self.steps, self.smoothing, self.loss,
-                      {"step_size": self.step_size, "final_step_size": self.final_step_size,
-                       "gamma": self.gamma, "final_gamma": self.final_gamma})
-        if self.gamma >= 1 or self.final_gamma >= 1:
-            raise ConfigError("gamma and final_gamma must lie in (0, 1).")
+        check_options(steps=self.steps, smoothing=self.smoothing, loss=self.loss,
+                      positive={"step_size": self.step_size, "final_step_size": self.final_step_size},
+                      fractions={"gamma": (self.gamma, False), "final_gamma": (self.final_gamma, False)})
         if self.loss == "ce":
             raise ConfigError(
                 "FMN needs an objective that is negative once adversarial: loss 'margin' or 'dlr'.")
@@ -116,9 +105,12 @@ class FMNOptions:
 class _AdaptiveNormAttack(MinimizationAttack):
     """The loop DDN and FMN share; subclasses give the step and the update of ``epsilon``."""
 
+    smoothable = True
+
     def run(self, images, labels, targets, clean) -> RunOutput:
         options = self.options
         batch = len(images)
+        self.check_goal(clean.logits.shape[1], targets is not None)
         parametrization = LatentPerturbation(images, options.smoothing)
         objective_fn = OBJECTIVES[options.loss]
         # The iterates are already evaluated after rounding (below): no separate check is needed.
@@ -160,10 +152,16 @@ class _AdaptiveNormAttack(MinimizationAttack):
         count = torch.full((batch,), options.steps, dtype=torch.long, device=images.device)
         return RunOutput(adversarial=best.images, iterations=count, gradient_evaluations=count.clone())
 
+    def check_goal(self, num_classes: int, targeted: bool) -> None:
+        """Refuse an objective the model (its ``num_classes``) or the goal cannot use."""
+        check_objective(self.options.loss, num_classes, targeted)
+
     def initial_state(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The per-image budget state before the first iterate, each entry (B,)."""
         raise NotImplementedError
 
     def budget_factor(self, norms: torch.Tensor, state: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B,) the factor that brings the (B,) ``norms`` of ``P(z)`` to this iteration's budget."""
         raise NotImplementedError
 
     def update_budget(self, state, step, succeeded, perturbation, objectives, slope):
@@ -172,6 +170,7 @@ class _AdaptiveNormAttack(MinimizationAttack):
         raise NotImplementedError
 
     def step_length(self, step: int, state: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B,) the length of the next step in the norm of r."""
         raise NotImplementedError
 
 
@@ -219,6 +218,12 @@ class FMN(_AdaptiveNormAttack):
     smooth_key = "sfmn"
     Options = FMNOptions
     presets = {"mnist": {"steps": 500}, "imagenet": {"steps": 100}}  # as DDN's (C4: 1.384 at 500 and 1000)
+
+    def check_goal(self, num_classes, targeted):
+        super().check_goal(num_classes, targeted)
+        if targeted and self.options.loss == "dlr":  # negative once y_s > y_t, not once s wins
+            raise ConfigError("targeted FMN needs loss 'margin': targeted DLR is not negative exactly when "
+                              "the target class wins.")
 
     def initial_state(self, images):
         zeros = torch.zeros(len(images), dtype=images.dtype, device=images.device)

@@ -120,6 +120,8 @@ class AttackRegistry(Mapping[str, AttackSpec]):
             self._specs[cls.smooth_key] = AttackSpec(cls.smooth_key, cls, smooth[0], smooth[1], "guided")
 
     def __getitem__(self, key: str) -> AttackSpec:
+        if not isinstance(key, str):
+            raise KeyError(key)
         if key in self._specs:
             return self._specs[key]
         base, plus, kind = key.partition("+")
@@ -147,7 +149,8 @@ class AttackRegistry(Mapping[str, AttackSpec]):
 
     @staticmethod
     def _smoothable(spec: AttackSpec) -> bool:
-        return spec.operator is None and "smoothing" in spec.cls.option_names()
+        """An L2 attack under its own key (sPGD2 included; not ``scw``, the guided form of ``cw``)."""
+        return spec.cls.smoothable and spec.key == spec.cls.key
 
     def resolve(self, name: str) -> str:
         """The key of ``name`` as users write it (``"I-FGSM"``, ``"sC&W"``, ``"pgd_2"``, ``"DDN+lowpass"``).
@@ -185,8 +188,8 @@ class AttackRegistry(Mapping[str, AttackSpec]):
             return key
         if not self._smoothable(spec):
             able = [k for k, s in self._specs.items() if self._smoothable(s)]
-            what = "is already smooth" if spec.smooth else "takes no perturbation operator"
-            raise ConfigError(f"{spec.label} {what}; the attacks with a smooth form are {', '.join(able)}.")
+            what = "is already smooth" if spec.smooth else "has no smooth form"
+            raise ConfigError(f"{spec.label} {what}; the attacks with smooth forms are {', '.join(able)}.")
         return self[f"{key}+{kind}"].key
 
     def label(self, key: str) -> str:

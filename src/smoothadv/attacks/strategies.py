@@ -17,9 +17,36 @@ import math
 
 import torch
 
-from smoothadv.attacks.losses import goal_reached
+from smoothadv.attacks.losses import OBJECTIVES, goal_reached
+from smoothadv.core.errors import ConfigError
 from smoothadv.core.images import quantize_8bit
-from smoothadv.smoothing import PerturbationOperator
+from smoothadv.core.validation import check_choice, check_positive, check_positive_int
+from smoothadv.smoothing import PerturbationOperator, check_operator
+
+
+def check_options(*, steps, smoothing, loss, positive: dict | None = None, fractions: dict | None = None,
+                  flags: dict | None = None) -> None:
+    """Validate the fields of an attack's options dataclass; :class:`ConfigError` says which and how.
+
+    Args:
+        steps: an int >= 1. smoothing: None or a perturbation operator. loss: a name of
+            :data:`~smoothadv.attacks.losses.OBJECTIVES`.
+        positive: ``{name: value}`` of finite numbers > 0.
+        fractions: ``{name: (value, closed)}`` of numbers in (0, 1) (``(0, 1]`` when ``closed``).
+        flags: ``{name: value}`` of booleans.
+    """
+    check_positive_int(steps, "steps")
+    check_operator(smoothing)
+    check_choice(loss, tuple(OBJECTIVES), "loss")
+    for name, value in (positive or {}).items():
+        check_positive(value, name)
+    for name, (value, closed) in (fractions or {}).items():
+        check_positive(value, name)
+        if value > 1 or (value == 1 and not closed):
+            raise ConfigError(f"{name} must lie in (0, 1{']' if closed else ')'}; got {value!r}.")
+    for name, value in (flags or {}).items():
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be True or False; got {value!r}.")
 
 
 def _per_image(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -111,6 +138,12 @@ class ActiveSet:
 def cosine_schedule(start: float, end: float, step: int, steps: int) -> float:
     """Cosine annealing from ``start`` (step 0) to ``end`` (step ``steps``)."""
     return end + (start - end) * (1.0 + math.cos(math.pi * step / max(steps, 1))) / 2.0
+
+
+def ball_factor(norms: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """(B, 1, 1, 1) ``min(1, epsilon / norm)``: the scaling that projects perturbations of these (B,) L2
+    ``norms`` onto the ball of radius ``epsilon``."""
+    return (epsilon / norms.clamp_min(1e-12)).clamp(max=1.0)[:, None, None, None]
 
 
 def normalized(gradient: torch.Tensor) -> torch.Tensor:

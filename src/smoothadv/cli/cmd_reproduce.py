@@ -43,7 +43,12 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from smoothadv.core.errors import ConfigError
     from smoothadv.experiments.reproduce import reproduce
+
+    if args.smoothing and not args.attacks:
+        raise ConfigError("--smoothing applies to the attacks of --attacks (the paper's six stay as they "
+                          "are); name them, e.g. --attacks ddn,cw --smoothing lowpass.")
 
     where, engine = runtime_and_engine(args)
     try:

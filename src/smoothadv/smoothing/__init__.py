@@ -11,7 +11,6 @@ from smoothadv.smoothing.perturbation import (
     PreparedOperator,
     check_operator,
     describe_operator,
-    operator_kind,
 )
 from smoothadv.smoothing.solvers import (
     SOLVERS,
@@ -32,7 +31,6 @@ __all__ = [
     "PreparedOperator",
     "check_operator",
     "describe_operator",
-    "operator_kind",
     "SOLVERS",
     "CGSolver",
     "CholeskySolver",

@@ -169,11 +169,12 @@ class _PreparedDCT(_ImageAgnosticOperator):
     def __init__(self, guide: torch.Tensor, ratio: float):
         super().__init__(guide)
         height, width = guide.shape[-2:]
-        self.rows = _low_dct_basis(height, math.ceil(ratio * height)).to(guide.device)
-        self.cols = _low_dct_basis(width, math.ceil(ratio * width)).to(guide.device)
+        # built in float64 on the CPU, then held in the guide's dtype on its device
+        self.rows = _low_dct_basis(height, math.ceil(ratio * height)).to(guide.dtype).to(guide.device)
+        self.cols = _low_dct_basis(width, math.ceil(ratio * width)).to(guide.dtype).to(guide.device)
 
     def _project(self, values: torch.Tensor) -> torch.Tensor:
-        rows, cols = self.rows.to(values.dtype), self.cols.to(values.dtype)
+        rows, cols = self.rows.to(values.dtype), self.cols.to(values.dtype)  # no copy in the guide's dtype
         coefficients = rows @ values @ cols.T  # (B, C, kh, kw): only the kept frequencies
         return rows.T @ coefficients @ cols
 
@@ -194,18 +195,18 @@ OPERATOR_KINDS: dict[str, type] = {"guided": Smoothing, "lowpass": GaussianLowPa
 
 
 def check_operator(operator: Any, name: str = "smoothing") -> None:
-    """Raise :class:`ConfigError` unless ``operator`` is None or a perturbation-operator configuration."""
-    if operator is not None and not isinstance(operator, tuple(OPERATOR_KINDS.values())):
+    """Raise :class:`ConfigError` unless ``operator`` is None or a perturbation-operator configuration:
+    one of :data:`OPERATOR_KINDS`, or your own object with a ``kind`` name, ``prepare(guide)`` returning a
+    linear :class:`PreparedOperator` and ``describe()`` (see :class:`PerturbationOperator`)."""
+    if operator is None or isinstance(operator, tuple(OPERATOR_KINDS.values())):
+        return
+    if not (isinstance(getattr(operator, "kind", None), str) and callable(getattr(operator, "prepare", None))
+            and callable(getattr(operator, "describe", None))):
         raise ConfigError(
             f"{name} must be None or a perturbation operator: smoothadv.Smoothing (guided), "
-            f"GaussianLowPass or DCTSubspace; got {type(operator).__name__}."
+            f"GaussianLowPass, DCTSubspace, or an object with kind, prepare(guide) and describe(); "
+            f"got {type(operator).__name__}."
         )
-
-
-def operator_kind(operator: Any) -> str:
-    """``"guided"``, ``"lowpass"`` or ``"dct"`` of an operator configuration."""
-    check_operator(operator)
-    return operator.kind
 
 
 def describe_operator(operator: Any) -> dict[str, Any]:
