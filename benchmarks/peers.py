@@ -14,8 +14,9 @@ the same total number of iterations at the initial constant. PGD and FGSM get th
 step size, with no random start; DeepFool the same steps, overshoot and candidate classes. smoothadv runs
 without 8-bit rounding (peers return floats) in these rows.
 
-The minimal-norm rows (DDN, FMN and ALMA at the same number of iterations) and the APGD rows are "rounded": every library's output is rounded to 8 bits (nearest) and re-classified before success
-and distortion are counted, since a PNG is what a user keeps; smoothadv runs with its 8-bit mode there.
+The minimal-norm rows (DDN, FMN and ALMA at the same number of iterations) and the APGD rows are
+"rounded": every library's output is rounded to 8 bits (nearest) and re-classified before success and
+distortion are counted, since a PNG is what a user keeps; smoothadv runs with its 8-bit mode there.
 
 Peers are benchmark-only dependencies: ``pip install -r benchmarks/requirements-peers.txt`` (see that
 file; they install with --no-deps next to torch 2.13.0). adv-lib imports torchvision and visdom at module

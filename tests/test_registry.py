@@ -60,7 +60,8 @@ class TestRegistry:
         assert tuple(OPERATOR_KINDS) == SMOOTHING_KINDS
 
     @pytest.mark.parametrize(("name", "message"), [
-        ("fgsm+lowpass", "has no smooth form"), ("ifgsm+dct", "has no smooth form"), ("scw+lowpass", "already smooth"),
+        ("fgsm+lowpass", "has no smooth form"), ("ifgsm+dct", "has no smooth form"),
+        ("scw+lowpass", "already smooth"),
         ("ddn+blur", "unknown smoothing 'blur'"), ("dnn+dct", "did you mean 'ddn'"),
     ])
     def test_smooth_forms_that_do_not_exist(self, name, message):
