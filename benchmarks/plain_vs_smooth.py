@@ -47,6 +47,12 @@ def lower_mad_share(records, model: str, plain: str, smooth: str) -> tuple[float
 
 
 def compare(records, model: str, plain: str, smooth: str) -> dict:
+    """Both attacks' statistics on the images both have records for (a run cut short may hold fewer
+    images of its last attacks), the claim's verdict and the MAD share."""
+    ids = [{r["image_id"] for r in records if r.get("kind") == "attack" and r["attack"] == name}
+           for name in (plain, smooth)]
+    shared = ids[0] & ids[1]
+    records = [r for r in records if r.get("kind") != "attack" or r["image_id"] in shared]
     a, b = attack_statistics(records, model, plain), attack_statistics(records, model, smooth)
     share, shared = lower_mad_share(records, model, plain, smooth)
     row = {"plain": plain, "smooth": smooth, "n": a.n}

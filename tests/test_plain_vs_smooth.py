@@ -44,3 +44,10 @@ def test_claim_fails_on_distortion_or_success(script):
     failing = script.compare(records([1.0] * 5, [0.4] * 5, [True, True, True, False, True]), "m", "cw", "scw")
     assert failing["p_suc_change"] == pytest.approx(-0.25) and not failing["claim_holds"]
     assert "fails" in script.markdown([failing], "t")
+
+
+def test_a_run_cut_short_is_compared_on_the_images_both_attacks_have(script):
+    rows = [r for r in records([1.0] * 5, [0.4] * 5, [True] * 5)
+            if not (r.get("attack") == "scw" and r["image_id"] in {"2", "3"})]
+    row = script.compare(rows, "m", "cw", "scw")
+    assert row["n"] == 2 and row["plain_stats"]["d_bar"] == pytest.approx(1.0)
