@@ -103,13 +103,6 @@ class LatentPerturbation:
             return (self.images + variable).clamp(0.0, 1.0) - self.images
         return variable
 
-    def step_scale(self, variable: torch.Tensor, perturbation: torch.Tensor) -> torch.Tensor:
-        """(B,) ``||z|| / ||P(z)||``: turns a step meant for ``r`` into a step of the same relative size on
-        ``z`` (1 for the identity and where ``z`` is 0)."""
-        if self.operator is None:
-            return torch.ones(len(variable), dtype=variable.dtype, device=variable.device)
-        ratio = l2_norms(variable) / l2_norms(perturbation).clamp_min(1e-12)
-        return torch.where(l2_norms(perturbation) > 0, ratio, torch.ones_like(ratio))
 
 
 class ActiveSet:
