@@ -516,7 +516,7 @@ def target_lines(rows: list[Row]) -> list[str]:
                     f"{where}: our {label} P_suc {mine['p_suc']:.3f} (target >= 0.99: "
                     f"{'met' if mine['p_suc'] >= 0.99 else 'MISSED'}); D_bar {mine['d_bar']:.3f} vs best "
                     f"peer {best_peer} {peers[best_peer]['d_bar']:.3f} ({100 * gap:+.1f}%, target <= +1%: "
-                    f"{'met' if gap <= 0.01 else 'MISSED'}) in {slower:.2f}x its time (target <= 1: "
+                    f"{'met' if gap <= 0.01 else 'MISSED'}) in {slower:.3f}x its time (target <= 1: "
                     f"{'met' if slower <= 1 else 'MISSED'})")
             ours_best = min((n for n in results if n.startswith("smoothadv")),
                             key=lambda n: results[n]["d_bar"])
