@@ -19,8 +19,9 @@ image under ``P`` has unit norm, so ``eta`` stays a step in the norm of ``r``; t
 each iteration applies the adjoint to the gradient and ``P`` to the new direction (two solves for the
 guided smoothing, as sC&W's forward and backward).
 
-The attack returns, per image, the least distorted iterate that succeeded (else the one with the best
-objective); the fixed-distortion family then rounds it to 8 bits within the budget.
+The attack returns, per image, the least distorted iterate that succeeded (with 8-bit output: that still
+succeeds once rounded within the budget, checked at the checkpoints), else the one with the best
+objective; the fixed-distortion family then rounds it to 8 bits within the budget.
 
 sPGD2 is the same loop without momentum or step-size schedule, with PGD2's step ``0.6 epsilon``, 10
 iterations and the margin objective: the paper's PGD2 run on the latent ``z``, next to qPGD2 (PGD2 whose
@@ -110,7 +111,10 @@ class APGD2(FixedDistortionAttack):
         parametrization = LatentPerturbation(images, options.smoothing)
         operator = parametrization.operator
         objective_fn = OBJECTIVES[options.loss]
-        best = BestIterates(self.model, images, labels, targets, verify_8bit=False)
+        # With 8-bit output, an iterate counts once it succeeds rounded as the family rounds (within epsilon):
+        # the least distorted successes sit on the boundary, and plain rounding loses many of them.
+        best = BestIterates(self.model, images, labels, targets, verify_8bit=self.quantize,
+                            rounding=lambda iterates, originals: self.quantize_images(iterates, originals))
         every = torch.arange(batch, device=images.device)
         epsilon = self.epsilon
 
@@ -189,6 +193,8 @@ class APGD2(FixedDistortionAttack):
                 objectives = torch.where(halve, best_objective, objectives)
                 improving.zero_()
                 last_mark = step
+            if step in marks or step == options.steps:
+                best.settle()
         fallback = (images + best_point[1]).clamp(0.0, 1.0)
         adversarial = torch.where(best.found[:, None, None, None], best.images, fallback)
         count = torch.full((batch,), options.steps, dtype=torch.long, device=images.device)

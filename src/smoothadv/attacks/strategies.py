@@ -184,15 +184,19 @@ class BestIterates:
         model: the classifier (for the checks after rounding).
         images, labels, targets: the batch being attacked (targets None when untargeted).
         verify_8bit: check success after rounding to 256 levels and keep rounded images.
+        rounding: how iterates are rounded for the check, ``(iterates, originals) -> rounded``, both
+            (b, C, H, W); nearest 8-bit levels by default (a fixed-distortion attack passes its rounding
+            within the budget).
 
     Attributes:
         images: (B, C, H, W) best iterate per image (the original until one succeeds).
         l2: (B,) its L2 distortion (inf until one succeeds).
     """
 
-    def __init__(self, model, images, labels, targets, *, verify_8bit: bool):
+    def __init__(self, model, images, labels, targets, *, verify_8bit: bool, rounding=None):
         self.model, self.originals, self.labels, self.targets = model, images, labels, targets
         self.verify_8bit = verify_8bit
+        self.rounding = rounding or (lambda iterates, originals: quantize_8bit(iterates))
         self.images = images.clone()
         self.l2 = torch.full((len(images),), torch.inf, dtype=images.dtype, device=images.device)
         self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # (rows, iterates) per offer
@@ -238,7 +242,8 @@ class BestIterates:
             unresolved = ~verified[rows]
             if not bool(unresolved.any()):
                 continue
-            rows, rounded = rows[unresolved], quantize_8bit(iterates[unresolved])
+            rows = rows[unresolved]
+            rounded = self.rounding(iterates[unresolved], self.originals[rows])
             targets = None if self.targets is None else self.targets[rows]
             still = goal_reached(self.model(rounded), self.labels[rows], targets)
             rounded_l2 = l2_norms(rounded - self.originals[rows])
