@@ -95,12 +95,13 @@ def markdown(rows: list[dict], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_imagenet(out: Path, model: str, limit: int | None) -> None:
+def run_imagenet(out: Path, model: str, limit: int | None, attacks: str) -> None:
     from smoothadv.experiments.jobs import run_evaluation
 
     torch.set_num_threads(1)
-    run_evaluation(model=model, data="imagenet-samples", attacks=IMAGENET_ATTACKS, out_dir=out,
-                   limit=limit, attack_options=IMAGENET_OPTIONS, perceptual=True)
+    names = attacks.split(",")
+    run_evaluation(model=model, data="imagenet-samples", attacks=attacks, out_dir=out, limit=limit,
+                   attack_options={k: v for k, v in IMAGENET_OPTIONS.items() if k in names}, perceptual=True)
 
 
 def main() -> None:
@@ -108,10 +109,12 @@ def main() -> None:
     parser.add_argument("run", type=Path, help="output folder of a smoothadv evaluate run")
     parser.add_argument("--run", dest="model", help="first run the ImageNet evaluation of this model there")
     parser.add_argument("--limit", type=int, help="with --run: the first N photos")
+    parser.add_argument("--attacks", default=IMAGENET_ATTACKS,
+                        help=f"with --run: the attacks (default {IMAGENET_ATTACKS})")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.model:
-        run_imagenet(args.run, args.model, args.limit)
+        run_imagenet(args.run, args.model, args.limit, args.attacks)
     records = read_records(args.run / "records.jsonl")
     config = json.loads((args.run / "config.json").read_text())
     model, attacks = config["model"], set(config["attacks"])
