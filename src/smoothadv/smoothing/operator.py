@@ -195,18 +195,28 @@ class GuidedSmoother:
         return self.solver.solve(g)
 
     def _check_signal(self, z: torch.Tensor) -> None:
-        if not isinstance(z, torch.Tensor):
-            raise InputError(f"the signal to smooth must be a torch.Tensor, got {type(z).__name__}.")
-        if not z.is_floating_point():
-            raise InputError(
-                f"the signal to smooth must be a floating-point tensor, got dtype {z.dtype}; "
-                "convert it with z.float() (or z.double())."
-            )
-        check_same_shape(z, self.guide_shape, "signal", "guide")
-        # A finite sum proves every value finite, in one reduction; the element-wise check (several passes)
-        # runs only otherwise, and also tells a real NaN/inf from a sum that merely overflowed.
-        if not bool(torch.isfinite(z.detach().sum())):
-            check_finite(z, "signal")
+        check_signal(z, self.guide_shape)
+
+
+def check_signal(z: torch.Tensor, guide_shape: tuple[int, ...]) -> None:
+    """Check a signal (or gradient) given to an operator bound to guides of ``guide_shape`` (B, C, H, W).
+
+    Raises:
+        InputError: not a floating-point tensor. ShapeError: not the guides' shape.
+        NonFiniteError: NaN or inf values.
+    """
+    if not isinstance(z, torch.Tensor):
+        raise InputError(f"the signal to smooth must be a torch.Tensor, got {type(z).__name__}.")
+    if not z.is_floating_point():
+        raise InputError(
+            f"the signal to smooth must be a floating-point tensor, got dtype {z.dtype}; "
+            "convert it with z.float() (or z.double())."
+        )
+    check_same_shape(z, guide_shape, "signal", "guide")
+    # A finite sum proves every value finite, in one reduction; the element-wise check (several passes)
+    # runs only otherwise, and also tells a real NaN/inf from a sum that merely overflowed.
+    if not bool(torch.isfinite(z.detach().sum())):
+        check_finite(z, "signal")
 
 
 class _SmoothFunction(torch.autograd.Function):

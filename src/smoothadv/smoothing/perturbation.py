@@ -26,9 +26,9 @@ from typing import Any, ClassVar, Protocol
 import torch
 import torch.nn.functional as F
 
-from smoothadv.core.errors import ConfigError, InputError
-from smoothadv.core.validation import check_finite, check_image_batch, check_keywords, check_same_shape
-from smoothadv.smoothing.operator import Smoothing
+from smoothadv.core.errors import ConfigError
+from smoothadv.core.validation import check_image_batch, check_keywords
+from smoothadv.smoothing.operator import Smoothing, check_signal
 
 
 class PreparedOperator(Protocol):
@@ -60,11 +60,8 @@ class _ImageAgnosticOperator:
         check_image_batch(guide, "guide")
         self.shape = tuple(guide.shape)
 
-    def _check(self, z: torch.Tensor, name: str) -> None:
-        if not isinstance(z, torch.Tensor) or not z.is_floating_point():
-            raise InputError(f"the {name} must be a floating-point torch.Tensor.")
-        check_same_shape(z, self.shape, name, "guide")
-        check_finite(z.detach(), name)
+    def _check(self, z: torch.Tensor) -> None:
+        check_signal(z, self.shape)
 
 
 @dataclass(frozen=True)
@@ -116,11 +113,11 @@ class _PreparedLowPass(_ImageAgnosticOperator):
         return flat.reshape(batch, channels, height, width)
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
-        self._check(z, "signal")
+        self._check(z)
         return self._blur(z) / self.gain.to(z.dtype)
 
     def adjoint(self, g: torch.Tensor) -> torch.Tensor:
-        self._check(g, "gradient")
+        self._check(g)
         return self._blur(g.detach() / self.gain.to(g.dtype))
 
 
@@ -179,11 +176,11 @@ class _PreparedDCT(_ImageAgnosticOperator):
         return rows.T @ coefficients @ cols
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
-        self._check(z, "signal")
+        self._check(z)
         return self._project(z)
 
     def adjoint(self, g: torch.Tensor) -> torch.Tensor:
-        self._check(g, "gradient")
+        self._check(g)
         return self._project(g.detach())
 
 
