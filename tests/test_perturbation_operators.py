@@ -11,7 +11,7 @@ from smoothadv.core.errors import ConfigError, InputError, NonFiniteError, Shape
 from smoothadv.smoothing import OPERATOR_KINDS, DCTSubspace, GaussianLowPass, Smoothing, describe_operator
 
 OPERATOR_CASES = {
-    "guided": Smoothing(alpha=0.9),
+    "guided": Smoothing(alpha=0.9, cg_tol=1e-13),  # refined to rounding: exact adjoint and gradient
     "lowpass": GaussianLowPass(sigma=1.3),
     "dct": DCTSubspace(ratio=0.4),
 }

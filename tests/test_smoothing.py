@@ -33,14 +33,20 @@ from smoothadv.smoothing.solvers import (
 
 SOLVERS = ("dense", "direct", "cholesky", "superlu", "cg", "chebyshev")
 ITERATIVE = ("cg", "chebyshev")
+#: The solvers refined to ``cg_tol`` (a float32 factor): exact to rounding only with a tight tol.
+REFINED = ("direct", "cholesky")
 #: CG settings under which it must match the exact solvers to 1e-6 in float64.
 TIGHT_CG = {"cg_tol": 1e-12, "cg_maxiter": 2000}
+#: Refinement settings under which the Cholesky is exact to rounding in float64.
+TIGHT_REFINEMENT = {"cg_tol": 1e-13}
 
 
 def _options(solver: str, **extra) -> dict:
     options = {"solver": solver, **extra}
     if solver in ITERATIVE:
         options = {**TIGHT_CG, **options}
+    elif solver in REFINED:
+        options = {**TIGHT_REFINEMENT, **options}
     return options
 
 
@@ -314,12 +320,12 @@ class TestSolversAgree:
 
     @pytest.mark.parametrize("channels", ("per_channel", "joint"))
     def test_large_graphs_factorised_one_per_graph(self, channels):
-        # above CHOLESKY_MAX_PIXELS "direct" gives each graph its own factor; a joint graph must still solve
-        # every channel (regression: only the first channel was solved, the others left uninitialised)
-        side = 66  # 4356 pixels > CHOLESKY_MAX_PIXELS = 4096
+        # SuperLU gives each graph its own factor; a joint graph must still solve every channel
+        # (regression: only the first channel was solved, the others left uninitialised)
+        side = 66
         guide = _random_guide((2, 3, side, side), seed=8)
         z = _random_signal(guide.shape, seed=9)
-        config = Smoothing(alpha=0.9, channels=channels, solver="direct")
+        config = Smoothing(alpha=0.9, channels=channels, solver="superlu")
         smoother = config.prepare(guide)
         assert not smoother.solver.batched
         assert len(smoother.solver.factors) == (2 if channels == "joint" else 6)

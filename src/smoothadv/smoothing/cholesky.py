@@ -2,18 +2,20 @@
 
 Every ``L_alpha`` of a batch (one per image, or per image and channel) has the same sparsity pattern: the
 pixel grid and its neighbourhood. Only the weights differ. So the symbolic work is done once per image
-size and neighbourhood (:func:`grid_pattern`, cached): a fill-reducing ordering, the elimination tree,
-the pattern of the factor and its supernodes. The numeric factorisation and the triangular solves then
-run on all K matrices together, the K values of each factor entry stored side by side: one index read
-serves K matrices, and the innermost loops run over contiguous memory.
+size and neighbourhood (:func:`grid_pattern`, cached): a fill-reducing ordering, the elimination tree and
+the pattern of the factor. The numeric factorisation and the triangular solves then run on the matrices
+in groups of :data:`LANES` (three: the channels of a colour image), the values of each factor entry stored
+side by side: one index read serves the whole group.
 
-The solve walks the factor by supernodes (runs of columns sharing one row pattern below their diagonal
-block): the entries of the rows below a supernode are gathered once into a small contiguous buffer,
-instead of being touched once per factor entry. The kernels are compiled by Numba on first use and cached
-on disk; they release the GIL, so chunks of a batch can run on several threads.
+The triangular solves are bound by memory traffic (the factor of a 224x224 image does not stay in cache
+while a classifier runs between two solves), so :class:`LaneFactor` stores the factor in float32 and
+restores float64 accuracy by iterative refinement against the exact matrices, starting, where the caller
+smooths a sequence of close signals, from the previous solution. The kernels are compiled by Numba on first
+use and cached on disk; they release the GIL, so groups can run on several threads.
 
-Reference for the algorithms (elimination tree, up-looking factorisation): T. A. Davis, *Direct Methods
-for Sparse Linear Systems*, SIAM 2006, chapters 4 and 6.
+Reference for the algorithms (elimination tree, up-looking factorisation, iterative refinement):
+T. A. Davis, *Direct Methods for Sparse Linear Systems*, SIAM 2006, chapters 4 and 6; N. J. Higham,
+*Accuracy and Stability of Numerical Algorithms*, SIAM 2002, chapter 12.
 """
 
 from __future__ import annotations
@@ -42,7 +44,6 @@ class GridPattern:
             ``(offset, y, x)`` map of weights, or ``-1`` for the diagonal.
         parent: (n,) elimination tree.
         factor_indptr, factor_indices: pattern of the lower factor L, column by column, rows ascending.
-        supernodes: (S + 1,) first column of each supernode, then n.
         ordering: name of the ordering used (``"minimum degree"`` or ``"nested dissection"``).
     """
 
@@ -54,7 +55,6 @@ class GridPattern:
     parent: np.ndarray
     factor_indptr: np.ndarray
     factor_indices: np.ndarray
-    supernodes: np.ndarray
     ordering: str
 
     @property
@@ -62,16 +62,10 @@ class GridPattern:
         """Entries of L (diagonal included) for one matrix."""
         return int(self.factor_indptr[-1])
 
-    @property
-    def max_rows_below(self) -> int:
-        """Largest row count below a supernode's diagonal block (size of the solve's gather buffer)."""
-        last = self.supernodes[1:] - 1
-        return int((self.factor_indptr[last + 1] - self.factor_indptr[last] - 1).max(initial=0))
-
 
 @functools.lru_cache(maxsize=16)
 def grid_pattern(height: int, width: int, offsets: tuple[tuple[int, int], ...]) -> GridPattern:
-    """Order, analyse and find the supernodes of the grid Laplacian pattern (cached per arguments).
+    """Order and analyse the grid Laplacian pattern (cached per arguments).
 
     Args:
         height, width: image size.
@@ -94,11 +88,7 @@ def grid_pattern(height: int, width: int, offsets: tuple[tuple[int, int], ...]) 
     factor_indptr = np.zeros(n + 1, np.int64)
     np.cumsum(counts, out=factor_indptr[1:])
     factor_indices = _factor_pattern(n, indptr, indices, parent, factor_indptr)
-    # column j + 1 continues the supernode of j when L[:, j] = {j} + L[:, j + 1] (same rows below)
-    continues = (parent[:-1] == np.arange(1, n)) & (counts[:-1] == counts[1:] + 1)
-    supernodes = np.concatenate([[0], np.flatnonzero(~continues) + 1, [n]]).astype(np.int64)
-    return GridPattern(n, order, indptr, indices, matrix_source, parent, factor_indptr, factor_indices,
-                       supernodes, name)
+    return GridPattern(n, order, indptr, indices, matrix_source, parent, factor_indptr, factor_indices, name)
 
 
 def nested_dissection_order(height: int, width: int, leaf: int = 4) -> np.ndarray:
@@ -182,8 +172,93 @@ def factorize(pattern: GridPattern, matrix_values: np.ndarray) -> np.ndarray:
     return values
 
 
+#: Matrices solved together by one pass of the kernels: each factor entry holds this many values side by
+#: side, one per matrix, so that one index read serves them all. Three fits the channels of a colour image;
+#: a batch of K matrices is cut into ceil(K / LANES) groups, and unused lanes hold the identity.
+LANES = 3
+
+
+class LaneFactor:
+    """Cholesky factors of K matrices with one pattern, in groups of :data:`LANES`, and their solves.
+
+    The factors are computed in float64 and stored in ``dtype``. A solve is an iterative refinement
+    (mixed precision): the residual ``b - A x`` is computed in float64 from the exact matrices, a
+    correction is solved with the stored factor, and this repeats until the relative residual
+    ``||b - A x|| / ||b||`` of every system is at most ``tol``. A float32 factor halves the memory traffic
+    of the triangular solves, which bounds their speed; each correction gains about six digits, so one or
+    two are enough. A solve may start from a previous solution (a warm start): consecutive right-hand
+    sides of an attack are close, so the first correction is small and one pass usually meets ``tol``.
+
+    Args:
+        pattern: from :func:`grid_pattern`.
+        matrix_values: (nnz(A), K) float64 values of the upper triangles in the pattern's entry order.
+        dtype: storage of the factor, ``np.float32`` or ``np.float64``.
+
+    Raises:
+        SmoothAdvError: a matrix is not positive definite.
+    """
+
+    def __init__(self, pattern: GridPattern, matrix_values: np.ndarray, dtype=np.float32):
+        self.pattern = pattern
+        self.count = matrix_values.shape[1]
+        self.groups = -(-self.count // LANES)
+        padded = np.zeros((matrix_values.shape[0], self.groups * LANES))
+        padded[:, :self.count] = matrix_values
+        padded[pattern.matrix_source < 0, self.count:] = 1.0  # unused lanes: the identity
+        #: (groups, nnz(A), LANES) float64: each group's entries contiguous, an entry's lanes adjacent
+        self.matrix_values = np.ascontiguousarray(padded.reshape(-1, self.groups, LANES).transpose(1, 0, 2))
+        factors = np.stack([factorize(pattern, group) for group in self.matrix_values])
+        # the kernels multiply by the reciprocal of each diagonal entry instead of dividing by it
+        factors[:, pattern.factor_indptr[:-1]] = 1.0 / factors[:, pattern.factor_indptr[:-1]]
+        #: (groups, nnz(L), LANES): L with reciprocal diagonal, in ``dtype``
+        self.factor_values = factors.astype(dtype)
+        self.factor_indices = pattern.factor_indices.astype(np.int32)
+        self.matrix_indices = pattern.matrix_indices.astype(np.int32)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes a solve pass reads from the factor (values and row indices), all groups."""
+        return self.factor_values.nbytes + self.groups * self.factor_indices.nbytes
+
+    def pack(self, rhs: np.ndarray) -> np.ndarray:
+        """(K, n) vectors in pixel order -> (groups, n, LANES) float64 in elimination order."""
+        packed = np.zeros((self.groups * LANES, self.pattern.size))
+        packed[:self.count] = rhs[:, self.pattern.order]
+        return np.ascontiguousarray(packed.reshape(self.groups, LANES, -1).transpose(0, 2, 1))
+
+    def unpack(self, packed: np.ndarray, dtype=np.float64) -> np.ndarray:
+        """Inverse of :meth:`pack`: (groups, n, LANES) -> (K, n) in pixel order, in ``dtype``."""
+        out = np.empty((self.count, self.pattern.size), dtype)
+        out[:, self.pattern.order] = packed.transpose(0, 2, 1).reshape(-1, self.pattern.size)[:self.count]
+        return out
+
+    def solve_group(self, group: int, rhs: np.ndarray, solution: np.ndarray, product: np.ndarray, *,
+                    warm: bool, tol: float, max_passes: int) -> tuple[int, np.ndarray]:
+        """Refine ``solution`` towards ``A^-1 rhs`` for one group, in place (all (n, LANES) float64, packed).
+
+        Args:
+            rhs: right-hand sides.
+            solution: the start when ``warm`` (each system falls back to zero where that start is worse
+                than zero); overwritten with the solution.
+            product: ``A @ solution`` on entry when ``warm``; overwritten with ``A @ solution`` of the
+                result (the next warm start's residual costs no product).
+            tol: relative residual to reach; 0 makes exactly ``max_passes`` corrections.
+            max_passes: most corrections.
+
+        Returns:
+            The corrections made, and the (LANES,) relative residuals ``||rhs - A x|| / ||rhs||`` reached,
+            computed in float64 (0 for a zero right-hand side).
+        """
+        relative = np.zeros(LANES)
+        passes = _refine(self.pattern.factor_indptr, self.factor_indices, self.factor_values[group],
+                         self.pattern.matrix_indptr, self.matrix_indices, self.matrix_values[group],
+                         rhs, solution, product, warm, tol, max_passes, relative)
+        return passes, relative
+
+
 def solve(pattern: GridPattern, factor: np.ndarray, rhs: np.ndarray) -> np.ndarray:
-    """``A^{-1} rhs`` for each of the K matrices, given their factors.
+    """``A^{-1} rhs`` for K matrices given their float64 factors: one triangular-solve pair each, no
+    refinement (the reference the refined solves are tested against).
 
     Args:
         pattern: from :func:`grid_pattern`.
@@ -193,11 +268,19 @@ def solve(pattern: GridPattern, factor: np.ndarray, rhs: np.ndarray) -> np.ndarr
     Returns:
         (K, n) float64 solutions in pixel order.
     """
-    work = np.ascontiguousarray(rhs[:, pattern.order].T, dtype=np.float64)  # (n, K), eliminated order
-    buffer = np.empty((max(pattern.max_rows_below, 1), work.shape[1]), np.float64)
-    _supernodal_solve(pattern.factor_indptr, pattern.factor_indices, factor, pattern.supernodes, work, buffer)
-    out = np.empty_like(rhs, dtype=np.float64)
-    out[:, pattern.order] = work.T
+    count = factor.shape[1]
+    out = np.empty((count, pattern.size))
+    indices = pattern.factor_indices.astype(np.int32)
+    diagonal = pattern.factor_indptr[:-1]
+    for first in range(0, count, LANES):
+        lanes = min(LANES, count - first)
+        values = np.zeros((factor.shape[0], LANES))
+        values[:, :lanes] = factor[:, first:first + lanes]
+        values[diagonal] = 1.0 / np.where(values[diagonal] == 0.0, 1.0, values[diagonal])
+        work = np.zeros((pattern.size, LANES))
+        work[:, :lanes] = rhs[first:first + lanes, pattern.order].T
+        _forward_backward(pattern.factor_indptr, indices, values, work)
+        out[first:first + lanes, pattern.order] = work[:, :lanes].T
     return out
 
 
@@ -275,7 +358,7 @@ def _factor_pattern(n, indptr, indices, parent, factor_indptr):
     return factor_indices
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _numeric_factor(n, indptr, indices, matrix_values, parent, factor_indptr, factor_indices, factor_values):
     """Up-looking Cholesky (Davis, section 4.8) of K matrices at once; returns the failing row or -1."""
     k_count = matrix_values.shape[1]
@@ -315,51 +398,132 @@ def _numeric_factor(n, indptr, indices, matrix_values, parent, factor_indptr, fa
     return -1
 
 
-@njit(cache=True, nogil=True)
-def _supernodal_solve(factor_indptr, factor_indices, factor_values, supernodes, work, below):
-    """``work <- L^-T L^-1 work`` in place; work (n, K) in elimination order, below a (rows, K) buffer."""
-    k_count = work.shape[1]
-    count = len(supernodes) - 1
-    accumulator = np.empty(k_count)
-    for s in range(count):  # forward: L y = b
-        first, end = supernodes[s], supernodes[s + 1]
-        start_below = factor_indptr[end - 1] + 1
-        rows_below = factor_indptr[end] - start_below
-        for j in range(first, end):
-            diagonal = factor_indptr[j]
-            for t in range(k_count):
-                work[j, t] /= factor_values[diagonal, t]
-            for q in range(1, end - j):
-                for t in range(k_count):
-                    work[j + q, t] -= factor_values[diagonal + q, t] * work[j, t]
-        if rows_below > 0:
-            below[:rows_below] = 0.0
-            for j in range(first, end):
-                offset = factor_indptr[j] + end - j
-                for m in range(rows_below):
-                    for t in range(k_count):
-                        below[m, t] += factor_values[offset + m, t] * work[j, t]
-            for m in range(rows_below):
-                row = factor_indices[start_below + m]
-                for t in range(k_count):
-                    work[row, t] -= below[m, t]
-    for s in range(count - 1, -1, -1):  # backward: L^T x = y
-        first, end = supernodes[s], supernodes[s + 1]
-        start_below = factor_indptr[end - 1] + 1
-        rows_below = factor_indptr[end] - start_below
-        for m in range(rows_below):
-            row = factor_indices[start_below + m]
-            for t in range(k_count):
-                below[m, t] = work[row, t]
-        for j in range(end - 1, first - 1, -1):
-            diagonal = factor_indptr[j]
-            offset = diagonal + end - j
-            accumulator[:] = 0.0
-            for m in range(rows_below):
-                for t in range(k_count):
-                    accumulator[t] += factor_values[offset + m, t] * below[m, t]
-            for q in range(1, end - j):
-                for t in range(k_count):
-                    accumulator[t] += factor_values[diagonal + q, t] * work[j + q, t]
-            for t in range(k_count):
-                work[j, t] = (work[j, t] - accumulator[t]) / factor_values[diagonal, t]
+# The solve kernels spell out the LANES = 3 values of an entry so that they stay in registers (the compiler
+# cannot prove that work[i] and work[j] do not overlap). error_model="numpy" drops Python's zero-division
+# checks; "contract" lets multiply-subtract pairs fuse, nothing else of fastmath.
+_SOLVE_OPTIONS = {"cache": True, "nogil": True, "error_model": "numpy", "fastmath": {"contract"}}
+
+
+@njit(**_SOLVE_OPTIONS)
+def _forward_backward(indptr, indices, values, work):
+    """``work <- L^-T L^-1 work`` in place; work (n, 3) in elimination order, values (nnz(L), 3) with the
+    reciprocal of each diagonal entry in its place."""
+    n = work.shape[0]
+    for j in range(n):  # forward: L y = b, column by column, scattering each solved value below
+        diagonal = indptr[j]
+        x0 = work[j, 0] * values[diagonal, 0]
+        x1 = work[j, 1] * values[diagonal, 1]
+        x2 = work[j, 2] * values[diagonal, 2]
+        work[j, 0], work[j, 1], work[j, 2] = x0, x1, x2
+        for p in range(diagonal + 1, indptr[j + 1]):
+            i = indices[p]
+            work[i, 0] -= values[p, 0] * x0
+            work[i, 1] -= values[p, 1] * x1
+            work[i, 2] -= values[p, 2] * x2
+    for j in range(n - 1, -1, -1):  # backward: L^T x = y, gathering column j of L; two sums in flight
+        diagonal = indptr[j]
+        a0, a1, a2 = work[j, 0], work[j, 1], work[j, 2]
+        b0 = b1 = b2 = a0 * 0  # of the work dtype
+        p = indptr[j + 1] - 1
+        while p - 1 > diagonal:  # from the last row: the rows solved longest ago come first
+            i, k = indices[p], indices[p - 1]
+            a0 -= values[p, 0] * work[i, 0]
+            a1 -= values[p, 1] * work[i, 1]
+            a2 -= values[p, 2] * work[i, 2]
+            b0 += values[p - 1, 0] * work[k, 0]
+            b1 += values[p - 1, 1] * work[k, 1]
+            b2 += values[p - 1, 2] * work[k, 2]
+            p -= 2
+        if p > diagonal:
+            i = indices[p]
+            a0 -= values[p, 0] * work[i, 0]
+            a1 -= values[p, 1] * work[i, 1]
+            a2 -= values[p, 2] * work[i, 2]
+        work[j, 0] = (a0 - b0) * values[diagonal, 0]
+        work[j, 1] = (a1 - b1) * values[diagonal, 1]
+        work[j, 2] = (a2 - b2) * values[diagonal, 2]
+
+
+@njit(**_SOLVE_OPTIONS)
+def _product(indptr, indices, values, vector, out):
+    """``out <- A vector``; A symmetric, given by its upper triangle (CSC, the diagonal last in each
+    column), values (nnz(A), 3); vector and out (n, 3)."""
+    n = vector.shape[0]
+    for j in range(n):
+        last = indptr[j + 1] - 1
+        out[j, 0] = values[last, 0] * vector[j, 0]
+        out[j, 1] = values[last, 1] * vector[j, 1]
+        out[j, 2] = values[last, 2] * vector[j, 2]
+    for j in range(n):
+        v0, v1, v2 = vector[j, 0], vector[j, 1], vector[j, 2]
+        s0 = s1 = s2 = 0.0
+        for p in range(indptr[j], indptr[j + 1] - 1):
+            i = indices[p]
+            out[i, 0] += values[p, 0] * v0
+            out[i, 1] += values[p, 1] * v1
+            out[i, 2] += values[p, 2] * v2
+            s0 += values[p, 0] * vector[i, 0]
+            s1 += values[p, 1] * vector[i, 1]
+            s2 += values[p, 2] * vector[i, 2]
+        out[j, 0] += s0
+        out[j, 1] += s1
+        out[j, 2] += s2
+
+
+@njit(**_SOLVE_OPTIONS)
+def _residual_norms(rhs, product, residual, norms):
+    """``residual <- rhs - product`` and its (3,) column norms."""
+    norms[:] = 0.0
+    for j in range(rhs.shape[0]):
+        for t in range(3):
+            residual[j, t] = rhs[j, t] - product[j, t]
+            norms[t] += residual[j, t] * residual[j, t]
+    for t in range(3):
+        norms[t] = np.sqrt(norms[t])
+
+
+@njit(**_SOLVE_OPTIONS)
+def _refine(factor_indptr, factor_indices, factor_values, matrix_indptr, matrix_indices, matrix_values,
+            rhs, solution, product, warm, tol, max_passes, relative):
+    """Iterative refinement (see :meth:`LaneFactor.solve_group`); returns the corrections made."""
+    n = rhs.shape[0]
+    residual = np.empty((n, 3))
+    work = np.empty((n, 3), factor_values.dtype)
+    rhs_norms, norms, scale = np.empty(3), np.empty(3), np.empty(3)
+    for t in range(3):
+        rhs_norms[t] = np.sqrt(np.sum(rhs[:, t] ** 2))
+    if warm:
+        _residual_norms(rhs, product, residual, norms)
+        for t in range(3):
+            if not norms[t] < rhs_norms[t]:  # the start is worse than zero: start from zero
+                for j in range(n):
+                    solution[j, t] = 0.0
+                    product[j, t] = 0.0
+                    residual[j, t] = rhs[j, t]
+                norms[t] = rhs_norms[t]
+    else:
+        solution[:] = 0.0
+        product[:] = 0.0
+        residual[:] = rhs
+        norms[:] = rhs_norms
+    passes = 0
+    while True:
+        worst = 0.0
+        for t in range(3):
+            relative[t] = norms[t] / rhs_norms[t] if rhs_norms[t] > 0.0 else 0.0
+            worst = max(worst, relative[t])
+        if worst <= tol or passes >= max_passes:
+            return passes
+        # each residual is scaled to unit norm for the float32 solve: no overflow, no underflow
+        for t in range(3):
+            scale[t] = norms[t] if norms[t] > 0.0 else 1.0
+        for j in range(n):
+            for t in range(3):
+                work[j, t] = residual[j, t] / scale[t]
+        _forward_backward(factor_indptr, factor_indices, factor_values, work)
+        for j in range(n):
+            for t in range(3):
+                solution[j, t] += work[j, t] * scale[t]
+        _product(matrix_indptr, matrix_indices, matrix_values, solution, product)
+        _residual_norms(rhs, product, residual, norms)
+        passes += 1

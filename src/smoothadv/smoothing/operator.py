@@ -60,10 +60,11 @@ class Smoothing:
             default because it reproduces their results and keeps each channel's edges) or ``"joint"``
             (one graph, Euclidean distance over channels, eq. 5 as written).
         solver: ``"auto"`` (direct on CPU; on GPU dense for images up to 32x32 pixels, else
-            chebyshev), ``"direct"`` (``"cholesky"`` for images up to 4096 pixels, else ``"superlu"``),
-            or any name of the registry :data:`~smoothadv.smoothing.solvers.SOLVERS`: ``"dense"``,
-            ``"cholesky"``, ``"superlu"``, ``"cg"``, ``"chebyshev"``.
-        cg_tol: relative residual the iterative solvers (CG, Chebyshev) guarantee.
+            chebyshev), ``"direct"`` (the refined batched ``"cholesky"``), or any name of the registry
+            :data:`~smoothadv.smoothing.solvers.SOLVERS`: ``"dense"``, ``"cholesky"``, ``"superlu"``
+            (float64, exact to rounding), ``"cg"``, ``"chebyshev"``.
+        cg_tol: relative residual ``||L_alpha x - z|| / ||z||`` the iterative solvers (CG, Chebyshev) and
+            the refined Cholesky guarantee for every image and channel.
         cg_maxiter: iteration cap of the iterative solvers (a warning reports the residual when it binds).
     """
 
@@ -185,14 +186,21 @@ class GuidedSmoother:
         self._check_signal(values)
         return self.solver.matvec(values)
 
+    @property
+    def last_residual(self) -> float | None:
+        """Largest relative residual ``||L_alpha x - b|| / ||b||`` of the last solve (forward or adjoint),
+        measured in float64 by the solver; None for the solvers that do not measure it (dense, SuperLU:
+        exact to rounding)."""
+        return self.solver.last_residual
+
     def _forward(self, z: torch.Tensor, normalize: bool) -> torch.Tensor:
-        out = self.solver.solve(z)
+        out = self.solver.solve(z, sequence="forward")
         return out / self.dc_gain.to(out.dtype) if normalize else out
 
     def _adjoint(self, g: torch.Tensor, normalize: bool) -> torch.Tensor:
         if normalize:
             g = g / self.dc_gain.to(g.dtype)
-        return self.solver.solve(g)
+        return self.solver.solve(g, sequence="adjoint")
 
     def _check_signal(self, z: torch.Tensor) -> None:
         check_signal(z, self.guide_shape)

@@ -54,12 +54,19 @@ class LaplacianSolver(ABC):
         self.graph = graph
         self.alpha = float(alpha)
 
+    #: Largest relative residual ``||L x - b|| / ||b||`` the last solve left, where the solver measures
+    #: it (iterative solvers, the refined Cholesky); None otherwise.
+    last_residual: float | None = None
+
     @abstractmethod
-    def solve(self, rhs: torch.Tensor) -> torch.Tensor:
+    def solve(self, rhs: torch.Tensor, sequence: str | None = None) -> torch.Tensor:
         """Return ``L_alpha^{-1} rhs``.
 
         Args:
             rhs: (B, C, H, W), with C equal to the channels of the guide.
+            sequence: name of a sequence of related right-hand sides (an attack's signals, or their
+                gradients); a solver may start from the previous solution of the same sequence. The
+                result meets the solver's accuracy either way.
 
         Returns:
             (B, C, H, W), same dtype and device as ``rhs``.
@@ -134,7 +141,7 @@ class DenseSolver(LaplacianSolver):
         inverse = torch.cholesky_inverse(torch.linalg.cholesky(matrix))
         self.inverse = inverse.to(graph.normalized_weights.dtype)  # (B, G, n, n)
 
-    def solve(self, rhs: torch.Tensor) -> torch.Tensor:
+    def solve(self, rhs: torch.Tensor, sequence: str | None = None) -> torch.Tensor:
         batch, channels, height, width = rhs.shape
         inverse = self.inverse.to(rhs.dtype)
         flat = rhs.reshape(batch, channels, height * width)
@@ -146,18 +153,17 @@ class DenseSolver(LaplacianSolver):
 
 
 class DirectSolver(LaplacianSolver):
-    """Exact solves from a sparse factorisation computed once per guide (float64); two named methods.
+    """Solves from a sparse factorisation computed once per guide; two named methods.
 
-    * :class:`CholeskySolver` (``"cholesky"``): all graphs of a batch share one sparsity pattern and are
-      factorised together by :mod:`smoothadv.smoothing.cholesky`, the values of all graphs side by side;
-      fastest for many small graphs (MNIST batches).
-    * :class:`SuperLUSolver` (``"superlu"``): one SciPy SuperLU factor per graph; with only a few large
-      graphs per batch its supernodal kernels solve faster.
+    * :class:`CholeskySolver` (``"cholesky"``, what ``solver="direct"`` picks): all graphs of a batch
+      share one sparsity pattern and are factorised together by :mod:`smoothadv.smoothing.cholesky`, the
+      values of three graphs side by side; float32 factors refined in float64 to a guaranteed residual,
+      warm-started along a sequence of signals.
+    * :class:`SuperLUSolver` (``"superlu"``): one SciPy SuperLU factor per graph, float64, exact to
+      rounding; the reference the Cholesky is measured against.
 
-    ``solver="direct"`` picks the Cholesky method up to :data:`CHOLESKY_MAX_PIXELS` pixels and SuperLU
-    above (measured in ``docs/smoothing.md``). Either way the work is spread over up to
-    ``torch.get_num_threads()`` threads (both release the GIL). CPU only; tensors on another device go
-    through host memory.
+    Either way the work is spread over up to ``torch.get_num_threads()`` threads (both release the GIL).
+    CPU only; tensors on another device go through host memory.
     """
 
     kind = "direct"
@@ -167,64 +173,90 @@ class DirectSolver(LaplacianSolver):
         super().__init__(graph, alpha)
         self.batch, self.groups = graph.normalized_weights.shape[:2]
 
-    def solve(self, rhs: torch.Tensor) -> torch.Tensor:
+    def solve(self, rhs: torch.Tensor, sequence: str | None = None) -> torch.Tensor:
         batch, channels, height, width = rhs.shape
         # dtype conversions in NumPy (one thread): as torch ops they are parallel regions whose start-up
         # dominates on a busy CPU, for a few hundred thousand values
-        host = rhs.detach().cpu().reshape(batch, channels, height * width).numpy()
-        flat = host.astype(np.float64, copy=False)
-        # one row per system, graph-major: (b, g) for one graph per channel, (b, c) for a shared graph
-        systems = flat.reshape(batch * channels, -1)
+        host = rhs.detach().cpu().reshape(batch * channels, height * width).numpy()
         repeat = 1 if self.groups == channels else channels  # a shared graph solves every channel
-        out = np.empty_like(systems)
-        self._solve_systems(systems, repeat, out)
-        return torch.from_numpy(out.astype(host.dtype, copy=False)).reshape(rhs.shape).to(rhs.device)
+        out = self._solve_systems(host, repeat, sequence)  # one row per system, graph-major
+        return torch.from_numpy(out).reshape(rhs.shape).to(rhs.device)
 
     @abstractmethod
-    def _solve_systems(self, systems: np.ndarray, repeat: int, out: np.ndarray) -> None:
-        """Solve every row of ``systems`` (``repeat`` consecutive rows per graph) into ``out``."""
+    def _solve_systems(self, systems: np.ndarray, repeat: int, sequence: str | None) -> np.ndarray:
+        """Solutions of every row of ``systems`` (``repeat`` consecutive rows per graph), in its dtype."""
 
 
 class CholeskySolver(DirectSolver):
-    """The batched grid Cholesky of :mod:`smoothadv.smoothing.cholesky` (see :class:`DirectSolver`)."""
+    """The batched grid Cholesky of :mod:`smoothadv.smoothing.cholesky`, refined to a residual ``tol``.
+
+    Every solve meets ``||L_alpha x - b|| / ||b|| <= tol`` for each image and channel, measured in float64
+    before ``x`` is rounded to the dtype of ``b`` (the rounding of a float32 output adds its own error,
+    as for every solver). Solves given the same ``sequence`` name (the smoother's forward signals, or its
+    adjoint's gradients) start from the previous solution of that sequence.
+
+    Args:
+        graph, alpha: as for :class:`LaplacianSolver`.
+        tol: relative residual to guarantee.
+        max_passes: most refinement corrections per solve; reaching it above ``tol`` warns.
+
+    Attributes:
+        last_residual: the largest relative residual the last solve left; last_passes: its corrections
+            (the largest over the groups of three graphs).
+    """
 
     name = "cholesky"
     batched = True
 
-    def __init__(self, graph: PixelGraph, alpha: float):
+    def __init__(self, graph: PixelGraph, alpha: float, *, tol: float = 1e-6, max_passes: int = 8):
         super().__init__(graph, alpha)
+        check_positive(tol, "cholesky tol")
+        check_positive_int(max_passes, "cholesky max_passes")
+        self.tol, self.max_passes = float(tol), max_passes
         height, width = graph.normalized_weights.shape[-2:]
         self.pattern = cholesky.grid_pattern(height, width, tuple(graph.offsets))
-        values = _batched_matrix_values(graph, self.pattern, alpha)  # (nnz(A), B * G)
-        self.spans = _spans(self.batch * self.groups, torch.get_num_threads())
-        self.factors = _thread_map(lambda span: cholesky.factorize(self.pattern, values[:, span]), self.spans)
-        self._repeated: dict[tuple[int, int], np.ndarray] = {}
+        self._values = _batched_matrix_values(graph, self.pattern, alpha)  # (nnz(A), B * G)
+        self._factors: dict[int, cholesky.LaneFactor] = {}
+        self._starts: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
+        self.factor(1)
+        self.last_residual, self.last_passes = float("nan"), 0
+
+    def factor(self, repeat: int) -> cholesky.LaneFactor:
+        """The factors with each graph repeated for ``repeat`` channels (a joint graph solves every
+        channel of its image): built on first use."""
+        if repeat not in self._factors:
+            self._factors[repeat] = cholesky.LaneFactor(self.pattern, np.repeat(self._values, repeat, axis=1))
+        return self._factors[repeat]
 
     @property
     def factor_nonzeros(self) -> int:
         """Stored factor values: L per graph."""
         return self.pattern.factor_nonzeros * self.batch * self.groups
 
-    def _solve_systems(self, systems: np.ndarray, repeat: int, out: np.ndarray) -> None:
-        def run(index):
-            span = self.spans[index]
-            rows = slice(span.start * repeat, span.stop * repeat)
-            out[rows] = cholesky.solve(self.pattern, self._columns(index, repeat), systems[rows])
+    def _solve_systems(self, systems: np.ndarray, repeat: int, sequence: str | None) -> np.ndarray:
+        factor = self.factor(repeat)
+        rhs = factor.pack(systems)
+        start = self._starts.get((sequence, repeat)) if sequence is not None else None
+        solution, product = start if start is not None else (np.empty_like(rhs), np.empty_like(rhs))
 
-        _thread_map(run, list(range(len(self.spans))))
+        def run(group):
+            return factor.solve_group(group, rhs[group], solution[group], product[group],
+                                      warm=start is not None, tol=self.tol, max_passes=self.max_passes)
 
-    def _columns(self, index: int, repeat: int) -> np.ndarray:
-        """Factor values of chunk ``index``, each graph's column repeated for its ``repeat`` channels."""
-        if repeat == 1:
-            return self.factors[index]
-        key = (index, repeat)
-        if key not in self._repeated:
-            self._repeated[key] = np.repeat(self.factors[index], repeat, axis=1)
-        return self._repeated[key]
+        results = _thread_map(run, list(range(factor.groups)))
+        if sequence is not None:
+            self._starts[(sequence, repeat)] = (solution, product)
+        self.last_passes = max(passes for passes, _ in results)
+        self.last_residual = float(max(relative.max() for _, relative in results))
+        if self.last_residual > self.tol:
+            warn(f"the Cholesky refinement left relative residual {self.last_residual:.2e} > tol "
+                 f"{self.tol:.0e} after {self.last_passes} corrections; lower alpha or use solver='superlu'.",
+                 ConvergenceWarning)
+        return factor.unpack(solution, systems.dtype)
 
 
 class SuperLUSolver(DirectSolver):
-    """One SciPy SuperLU factor per graph (see :class:`DirectSolver`)."""
+    """One SciPy SuperLU factor per graph, float64 (see :class:`DirectSolver`)."""
 
     name = "superlu"
 
@@ -238,23 +270,18 @@ class SuperLUSolver(DirectSolver):
         """Stored factor values: L + U per graph."""
         return sum(factor.L.nnz + factor.U.nnz for factor in self.factors)
 
-    def _solve_systems(self, systems: np.ndarray, repeat: int, out: np.ndarray) -> None:
+    def _solve_systems(self, systems: np.ndarray, repeat: int, sequence: str | None) -> np.ndarray:
+        flat = systems.astype(np.float64, copy=False)
+        out = np.empty_like(flat)
+
         def run_one(index):
             rows = slice(index * repeat, (index + 1) * repeat)
             # the transpose of a C-ordered (channels, n) block is the Fortran-ordered array SuperLU
             # works on, so no extra copy is made
-            out[rows] = self.factors[index].solve(systems[rows].T).T
+            out[rows] = self.factors[index].solve(flat[rows].T).T
 
         _thread_map(run_one, list(range(len(self.factors))))
-
-
-#: ``solver="direct"`` uses the batched Cholesky for graphs of at most this many pixels, SuperLU above.
-CHOLESKY_MAX_PIXELS = 4096
-
-
-def direct_method(height: int, width: int) -> str:
-    """The direct solver ``solver="direct"`` picks for ``height`` x ``width`` graphs."""
-    return "cholesky" if height * width <= CHOLESKY_MAX_PIXELS else "superlu"
+        return out.astype(systems.dtype, copy=False)
 
 
 def _batched_matrix_values(graph: PixelGraph, pattern, alpha: float) -> np.ndarray:
@@ -268,12 +295,6 @@ def _batched_matrix_values(graph: PixelGraph, pattern, alpha: float) -> np.ndarr
     off_diagonal = source >= 0
     values[off_diagonal] = (-alpha * scale) * flat[:, source[off_diagonal]].T
     return values
-
-
-def _spans(count: int, parts: int) -> list[slice]:
-    """``count`` items cut into at most ``parts`` contiguous, nearly equal slices."""
-    bounds = np.linspace(0, count, min(parts, count) + 1).round().astype(int)
-    return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 def _factorize(matrix: scipy.sparse.csc_matrix):
@@ -319,7 +340,7 @@ class IterativeSolver(LaplacianSolver):
         self.last_iterations = 0
         self.last_residual = float("nan")
 
-    def solve(self, rhs: torch.Tensor) -> torch.Tensor:
+    def solve(self, rhs: torch.Tensor, sequence: str | None = None) -> torch.Tensor:
         exact = torch.float32 if rhs.device.type == "mps" else torch.float64
         target = rhs.to(exact)
         norms = target.pow(2).sum((-2, -1)).sqrt()
@@ -461,7 +482,7 @@ class ChebyshevSolver(IterativeSolver):
 
 
 #: The solver registry: ``Smoothing(solver=NAME)`` and :func:`make_solver` take these names
-#: (``"direct"`` picks ``"cholesky"`` or ``"superlu"`` by image size).
+#: (``"direct"`` is ``"cholesky"``).
 SOLVERS: dict[str, type[LaplacianSolver]] = {
     "dense": DenseSolver,
     "cholesky": CholeskySolver,
@@ -473,16 +494,19 @@ SOLVERS: dict[str, type[LaplacianSolver]] = {
 
 def make_solver(name: str, graph: PixelGraph, alpha: float, *, tol: float = 1e-6,
                 maxiter: int = 1000) -> LaplacianSolver:
-    """Set up solver ``name`` (a :data:`SOLVERS` key or ``"direct"``) for ``graph``; ``tol`` and
-    ``maxiter`` apply to the iterative solvers (CG, Chebyshev).
+    """Set up solver ``name`` (a :data:`SOLVERS` key or ``"direct"``, the Cholesky) for ``graph``; ``tol``
+    is the residual the iterative solvers (CG, Chebyshev) and the refined Cholesky guarantee, ``maxiter``
+    caps the iterative solvers.
 
     Raises:
         ConfigError: unknown name.
     """
     if name == "direct":
-        name = direct_method(*graph.normalized_weights.shape[-2:])
+        name = "cholesky"
     if name not in SOLVERS:
         raise ConfigError(f"unknown solver {name!r}; choose one of direct, {', '.join(SOLVERS)}.")
     if SOLVERS[name].kind == "iterative":
         return SOLVERS[name](graph, alpha, tol=tol, maxiter=maxiter)
+    if name == "cholesky":
+        return CholeskySolver(graph, alpha, tol=tol)
     return SOLVERS[name](graph, alpha)
