@@ -122,14 +122,15 @@ def compare(setup, preset: str, batch: int, steps: int, repeats: int, binary_sea
     def median(key, per_iteration=True):
         return statistics.median(pair[key] for pair in pairs) / (iterations if per_iteration else 1)
 
-    model_ms = 1e3 * median("model")
+    model_ms = 1e3 * median("model", False)
     cw_ms, scw_ms = 1e3 * median("cw"), 1e3 * median("scw")
     setup_ms, solves_ms = 1e3 * median("setup", False), 1e3 * median("solves")
     scw_loop_ms = scw_ms - setup_ms / iterations
     return {
         "setting": preset, "model": model_name, "images": batch, "iterations": iterations,
         "solver": smoothing.prepare(images[:1]).solver.name,
-        "cw_seconds": median("cw", False), "scw_seconds": median("scw", False), "setup_seconds": setup_ms / 1e3,
+        "cw_seconds": median("cw", False), "scw_seconds": median("scw", False),
+        "setup_seconds": setup_ms / 1e3,
         "ratio_with_setup": statistics.median(p["scw"] / p["cw"] for p in pairs),
         "ratio_per_iteration": statistics.median((p["scw"] - p["setup"]) / p["cw"] for p in pairs),
         "split_ms": {
@@ -175,7 +176,8 @@ def main() -> None:
     for row in rows:
         verdict = "" if row["target"] is None else ("ok" if row["ratio"] <= row["target"] else "MISSED")
         split = row["split_ms"]
-        print(f"{row['threads']:>3} {row['setting']:9} {row['kind']:13} {row['images']:>6} {row['iterations']:>5} "
+        print(f"{row['threads']:>3} {row['setting']:9} {row['kind']:13} {row['images']:>6} "
+              f"{row['iterations']:>5} "
               f"{row['cw_seconds']:7.2f} {row['scw_seconds']:7.2f} {row['setup_seconds']:7.2f} "
               f"{row['ratio']:6.3f} {row['target'] or '-':>6} {verdict:6}  "
               f"{split['scw']['model']:.1f} / {split['scw']['solves']:.1f} / {split['scw']['rest']:.1f} "

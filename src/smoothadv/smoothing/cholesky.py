@@ -44,6 +44,8 @@ class GridPattern:
             ``(offset, y, x)`` map of weights, or ``-1`` for the diagonal.
         parent: (n,) elimination tree.
         factor_indptr, factor_indices: pattern of the lower factor L, column by column, rows ascending.
+        supernodes: (S + 1,) first column of each supernode (runs of columns sharing one row pattern below
+            their diagonal block), then n.
         ordering: name of the ordering used (``"minimum degree"`` or ``"nested dissection"``).
     """
 
@@ -55,12 +57,19 @@ class GridPattern:
     parent: np.ndarray
     factor_indptr: np.ndarray
     factor_indices: np.ndarray
+    supernodes: np.ndarray
     ordering: str
 
     @property
     def factor_nonzeros(self) -> int:
         """Entries of L (diagonal included) for one matrix."""
         return int(self.factor_indptr[-1])
+
+    @property
+    def max_rows_below(self) -> int:
+        """Largest row count below a supernode's diagonal block (size of the solve's gather buffer)."""
+        last = self.supernodes[1:] - 1
+        return int((self.factor_indptr[last + 1] - self.factor_indptr[last] - 1).max(initial=0))
 
 
 @functools.lru_cache(maxsize=16)
@@ -88,7 +97,11 @@ def grid_pattern(height: int, width: int, offsets: tuple[tuple[int, int], ...]) 
     factor_indptr = np.zeros(n + 1, np.int64)
     np.cumsum(counts, out=factor_indptr[1:])
     factor_indices = _factor_pattern(n, indptr, indices, parent, factor_indptr)
-    return GridPattern(n, order, indptr, indices, matrix_source, parent, factor_indptr, factor_indices, name)
+    # column j + 1 continues the supernode of j when L[:, j] = {j} + L[:, j + 1] (same rows below)
+    continues = (parent[:-1] == np.arange(1, n)) & (counts[:-1] == counts[1:] + 1)
+    supernodes = np.concatenate([[0], np.flatnonzero(~continues) + 1, [n]]).astype(np.int64)
+    return GridPattern(n, order, indptr, indices, matrix_source, parent, factor_indptr, factor_indices,
+                       supernodes, name)
 
 
 def nested_dissection_order(height: int, width: int, leaf: int = 4) -> np.ndarray:
@@ -221,15 +234,16 @@ class LaneFactor:
         return self.factor_values.nbytes + self.groups * self.factor_indices.nbytes
 
     def pack(self, rhs: np.ndarray) -> np.ndarray:
-        """(K, n) vectors in pixel order -> (groups, n, LANES) float64 in elimination order."""
-        packed = np.zeros((self.groups * LANES, self.pattern.size))
-        packed[:self.count] = rhs[:, self.pattern.order]
-        return np.ascontiguousarray(packed.reshape(self.groups, LANES, -1).transpose(0, 2, 1))
+        """(K, n) vectors in pixel order, any float dtype -> (groups, n, LANES) float64 in elimination
+        order, unused lanes zero."""
+        packed = np.empty((self.groups, self.pattern.size, LANES))
+        _pack(rhs, self.pattern.order, packed)
+        return packed
 
     def unpack(self, packed: np.ndarray, dtype=np.float64) -> np.ndarray:
         """Inverse of :meth:`pack`: (groups, n, LANES) -> (K, n) in pixel order, in ``dtype``."""
         out = np.empty((self.count, self.pattern.size), dtype)
-        out[:, self.pattern.order] = packed.transpose(0, 2, 1).reshape(-1, self.pattern.size)[:self.count]
+        _unpack(packed, self.pattern.order, out)
         return out
 
     def solve_group(self, group: int, rhs: np.ndarray, solution: np.ndarray, product: np.ndarray, *,
@@ -257,8 +271,9 @@ class LaneFactor:
 
 
 def solve(pattern: GridPattern, factor: np.ndarray, rhs: np.ndarray) -> np.ndarray:
-    """``A^{-1} rhs`` for K matrices given their float64 factors: one triangular-solve pair each, no
-    refinement (the reference the refined solves are tested against).
+    """``A^{-1} rhs`` for each of the K matrices, given their float64 factors, exact to rounding: one
+    triangular-solve pair, all K matrices in one walk of the factor by supernodes (the method for small
+    images, where a batch holds many matrices and the factor stays in cache).
 
     Args:
         pattern: from :func:`grid_pattern`.
@@ -268,19 +283,11 @@ def solve(pattern: GridPattern, factor: np.ndarray, rhs: np.ndarray) -> np.ndarr
     Returns:
         (K, n) float64 solutions in pixel order.
     """
-    count = factor.shape[1]
-    out = np.empty((count, pattern.size))
-    indices = pattern.factor_indices.astype(np.int32)
-    diagonal = pattern.factor_indptr[:-1]
-    for first in range(0, count, LANES):
-        lanes = min(LANES, count - first)
-        values = np.zeros((factor.shape[0], LANES))
-        values[:, :lanes] = factor[:, first:first + lanes]
-        values[diagonal] = 1.0 / np.where(values[diagonal] == 0.0, 1.0, values[diagonal])
-        work = np.zeros((pattern.size, LANES))
-        work[:, :lanes] = rhs[first:first + lanes, pattern.order].T
-        _forward_backward(pattern.factor_indptr, indices, values, work)
-        out[first:first + lanes, pattern.order] = work[:, :lanes].T
+    work = np.ascontiguousarray(rhs[:, pattern.order].T, dtype=np.float64)  # (n, K), eliminated order
+    buffer = np.empty((max(pattern.max_rows_below, 1), work.shape[1]), np.float64)
+    _supernodal_solve(pattern.factor_indptr, pattern.factor_indices, factor, pattern.supernodes, work, buffer)
+    out = np.empty_like(rhs, dtype=np.float64)
+    out[:, pattern.order] = work.T
     return out
 
 
@@ -445,6 +452,30 @@ def _forward_backward(indptr, indices, values, work):
 
 
 @njit(**_SOLVE_OPTIONS)
+def _pack(rhs, order, packed):
+    """``packed[g, i, t] = rhs[3 g + t, order[i]]``, zero past the K rows of rhs."""
+    count = rhs.shape[0]
+    for g in range(packed.shape[0]):
+        for t in range(3):
+            row = 3 * g + t
+            if row < count:
+                for i in range(packed.shape[1]):
+                    packed[g, i, t] = rhs[row, order[i]]
+            else:
+                for i in range(packed.shape[1]):
+                    packed[g, i, t] = 0.0
+
+
+@njit(**_SOLVE_OPTIONS)
+def _unpack(packed, order, out):
+    """Inverse of :func:`_pack` for the K rows of ``out``."""
+    for row in range(out.shape[0]):
+        g, t = row // 3, row % 3
+        for i in range(packed.shape[1]):
+            out[row, order[i]] = packed[g, i, t]
+
+
+@njit(**_SOLVE_OPTIONS)
 def _product(indptr, indices, values, vector, out):
     """``out <- A vector``; A symmetric, given by its upper triangle (CSC, the diagonal last in each
     column), values (nnz(A), 3); vector and out (n, 3)."""
@@ -527,3 +558,53 @@ def _refine(factor_indptr, factor_indices, factor_values, matrix_indptr, matrix_
         _product(matrix_indptr, matrix_indices, matrix_values, solution, product)
         _residual_norms(rhs, product, residual, norms)
         passes += 1
+
+
+@njit(cache=True, nogil=True)
+def _supernodal_solve(factor_indptr, factor_indices, factor_values, supernodes, work, below):
+    """``work <- L^-T L^-1 work`` in place; work (n, K) in elimination order, below a (rows, K) buffer."""
+    k_count = work.shape[1]
+    count = len(supernodes) - 1
+    accumulator = np.empty(k_count)
+    for s in range(count):  # forward: L y = b
+        first, end = supernodes[s], supernodes[s + 1]
+        start_below = factor_indptr[end - 1] + 1
+        rows_below = factor_indptr[end] - start_below
+        for j in range(first, end):
+            diagonal = factor_indptr[j]
+            for t in range(k_count):
+                work[j, t] /= factor_values[diagonal, t]
+            for q in range(1, end - j):
+                for t in range(k_count):
+                    work[j + q, t] -= factor_values[diagonal + q, t] * work[j, t]
+        if rows_below > 0:
+            below[:rows_below] = 0.0
+            for j in range(first, end):
+                offset = factor_indptr[j] + end - j
+                for m in range(rows_below):
+                    for t in range(k_count):
+                        below[m, t] += factor_values[offset + m, t] * work[j, t]
+            for m in range(rows_below):
+                row = factor_indices[start_below + m]
+                for t in range(k_count):
+                    work[row, t] -= below[m, t]
+    for s in range(count - 1, -1, -1):  # backward: L^T x = y
+        first, end = supernodes[s], supernodes[s + 1]
+        start_below = factor_indptr[end - 1] + 1
+        rows_below = factor_indptr[end] - start_below
+        for m in range(rows_below):
+            row = factor_indices[start_below + m]
+            for t in range(k_count):
+                below[m, t] = work[row, t]
+        for j in range(end - 1, first - 1, -1):
+            diagonal = factor_indptr[j]
+            offset = diagonal + end - j
+            accumulator[:] = 0.0
+            for m in range(rows_below):
+                for t in range(k_count):
+                    accumulator[t] += factor_values[offset + m, t] * below[m, t]
+            for q in range(1, end - j):
+                for t in range(k_count):
+                    accumulator[t] += factor_values[diagonal + q, t] * work[j + q, t]
+            for t in range(k_count):
+                work[j, t] = (work[j, t] - accumulator[t]) / factor_values[diagonal, t]

@@ -187,22 +187,31 @@ class DirectSolver(LaplacianSolver):
         """Solutions of every row of ``systems`` (``repeat`` consecutive rows per graph), in its dtype."""
 
 
-class CholeskySolver(DirectSolver):
-    """The batched grid Cholesky of :mod:`smoothadv.smoothing.cholesky`, refined to a residual ``tol``.
+#: Largest graph (in pixels) the Cholesky solves exactly in float64, all graphs of a batch in one walk of
+#: the factor (an MNIST batch: the factor stays in cache). Larger graphs get float32 factors refined to
+#: ``tol`` (memory traffic bounds their solves). Measured in ``docs/smoothing.md``.
+EXACT_MAX_PIXELS = 4096
 
-    Every solve meets ``||L_alpha x - b|| / ||b|| <= tol`` for each image and channel, measured in float64
-    before ``x`` is rounded to the dtype of ``b`` (the rounding of a float32 output adds its own error,
-    as for every solver). Solves given the same ``sequence`` name (the smoother's forward signals, or its
-    adjoint's gradients) start from the previous solution of that sequence.
+
+class CholeskySolver(DirectSolver):
+    """The batched grid Cholesky of :mod:`smoothadv.smoothing.cholesky` (see :class:`DirectSolver`).
+
+    Up to :data:`EXACT_MAX_PIXELS` pixels the factors are float64 and every solve is exact to rounding.
+    Above, they are float32 (three graphs side by side) and every solve is refined in float64 until
+    ``||L_alpha x - b|| / ||b|| <= tol`` for each image and channel, measured before ``x`` is rounded to
+    the dtype of ``b`` (the rounding of a float32 output adds its own error, as for every solver).
+    Solves given the same ``sequence`` name (the smoother's forward signals, or its adjoint's gradients)
+    start from the previous solution of that sequence.
 
     Args:
         graph, alpha: as for :class:`LaplacianSolver`.
-        tol: relative residual to guarantee.
+        tol: relative residual the refined solves guarantee.
         max_passes: most refinement corrections per solve; reaching it above ``tol`` warns.
 
     Attributes:
-        last_residual: the largest relative residual the last solve left; last_passes: its corrections
-            (the largest over the groups of three graphs).
+        refined: whether solves are refined (float32 factors).
+        last_residual: the largest relative residual the last refined solve left (None when exact);
+            last_passes: its corrections (the most over the groups of three graphs).
     """
 
     name = "cholesky"
@@ -215,17 +224,25 @@ class CholeskySolver(DirectSolver):
         self.tol, self.max_passes = float(tol), max_passes
         height, width = graph.normalized_weights.shape[-2:]
         self.pattern = cholesky.grid_pattern(height, width, tuple(graph.offsets))
-        self._values = _batched_matrix_values(graph, self.pattern, alpha)  # (nnz(A), B * G)
-        self._factors: dict[int, cholesky.LaneFactor] = {}
+        self.refined = self.pattern.size > EXACT_MAX_PIXELS
+        values = _batched_matrix_values(graph, self.pattern, alpha)  # (nnz(A), B * G)
+        self._factors: dict[int, object] = {}  # per repeat of each graph (a joint graph: every channel)
+        if self.refined:
+            self._make = lambda repeat: cholesky.LaneFactor(self.pattern, np.repeat(values, repeat, axis=1))
+        else:
+            self.spans = _spans(self.batch * self.groups, torch.get_num_threads())
+            exact = _thread_map(lambda span: cholesky.factorize(self.pattern, values[:, span]), self.spans)
+            self._make = lambda repeat: [np.repeat(part, repeat, axis=1) for part in exact]
+            self._factors[1] = exact
         self._starts: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
-        self.factor(1)
-        self.last_residual, self.last_passes = float("nan"), 0
+        self.last_passes = 0
 
-    def factor(self, repeat: int) -> cholesky.LaneFactor:
-        """The factors with each graph repeated for ``repeat`` channels (a joint graph solves every
-        channel of its image): built on first use."""
+    def factors(self, repeat: int):
+        """The factors with each graph repeated for ``repeat`` channels, built on first use: a
+        :class:`~smoothadv.smoothing.cholesky.LaneFactor` when refined, else one (nnz(L), k) array per
+        thread's span of graphs."""
         if repeat not in self._factors:
-            self._factors[repeat] = cholesky.LaneFactor(self.pattern, np.repeat(self._values, repeat, axis=1))
+            self._factors[repeat] = self._make(repeat)
         return self._factors[repeat]
 
     @property
@@ -234,7 +251,17 @@ class CholeskySolver(DirectSolver):
         return self.pattern.factor_nonzeros * self.batch * self.groups
 
     def _solve_systems(self, systems: np.ndarray, repeat: int, sequence: str | None) -> np.ndarray:
-        factor = self.factor(repeat)
+        if not self.refined:
+            out = np.empty(systems.shape, systems.dtype)
+            parts = self.factors(repeat)
+
+            def run_exact(index):
+                rows = slice(self.spans[index].start * repeat, self.spans[index].stop * repeat)
+                out[rows] = cholesky.solve(self.pattern, parts[index], systems[rows])
+
+            _thread_map(run_exact, list(range(len(self.spans))))
+            return out
+        factor = self.factors(repeat)
         rhs = factor.pack(systems)
         start = self._starts.get((sequence, repeat)) if sequence is not None else None
         solution, product = start if start is not None else (np.empty_like(rhs), np.empty_like(rhs))
@@ -295,6 +322,12 @@ def _batched_matrix_values(graph: PixelGraph, pattern, alpha: float) -> np.ndarr
     off_diagonal = source >= 0
     values[off_diagonal] = (-alpha * scale) * flat[:, source[off_diagonal]].T
     return values
+
+
+def _spans(count: int, parts: int) -> list[slice]:
+    """``count`` items cut into at most ``parts`` contiguous, nearly equal slices."""
+    bounds = np.linspace(0, count, min(parts, count) + 1).round().astype(int)
+    return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 def _factorize(matrix: scipy.sparse.csc_matrix):
