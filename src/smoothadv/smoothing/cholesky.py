@@ -560,7 +560,7 @@ def _refine(factor_indptr, factor_indices, factor_values, matrix_indptr, matrix_
         passes += 1
 
 
-@njit(cache=True, nogil=True)
+@njit(**_SOLVE_OPTIONS)
 def _supernodal_solve(factor_indptr, factor_indices, factor_values, supernodes, work, below):
     """``work <- L^-T L^-1 work`` in place; work (n, K) in elimination order, below a (rows, K) buffer."""
     k_count = work.shape[1]

@@ -234,7 +234,8 @@ class CholeskySolver(DirectSolver):
             exact = _thread_map(lambda span: cholesky.factorize(self.pattern, values[:, span]), self.spans)
             self._make = lambda repeat: [np.repeat(part, repeat, axis=1) for part in exact]
             self._factors[1] = exact
-        self._starts: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
+        #: per (sequence, repeat): the last two (solution, product) pairs, oldest first
+        self._history: dict[tuple[str, int], list[tuple[np.ndarray, np.ndarray]]] = {}
         self.last_passes = 0
 
     def factors(self, repeat: int):
@@ -263,7 +264,8 @@ class CholeskySolver(DirectSolver):
             return out
         factor = self.factors(repeat)
         rhs = factor.pack(systems)
-        start = self._starts.get((sequence, repeat)) if sequence is not None else None
+        history = self._history.setdefault((sequence, repeat), []) if sequence is not None else []
+        start = _extrapolate(history)
         solution, product = start if start is not None else (np.empty_like(rhs), np.empty_like(rhs))
 
         def run(group):
@@ -272,7 +274,7 @@ class CholeskySolver(DirectSolver):
 
         results = _thread_map(run, list(range(factor.groups)))
         if sequence is not None:
-            self._starts[(sequence, repeat)] = (solution, product)
+            history[:] = [*history[-1:], (solution, product)]
         self.last_passes = max(passes for passes, _ in results)
         self.last_residual = float(max(relative.max() for _, relative in results))
         if self.last_residual > self.tol:
@@ -322,6 +324,19 @@ def _batched_matrix_values(graph: PixelGraph, pattern, alpha: float) -> np.ndarr
     off_diagonal = source >= 0
     values[off_diagonal] = (-alpha * scale) * flat[:, source[off_diagonal]].T
     return values
+
+
+def _extrapolate(history: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Warm start of the next solve of a sequence from its last solutions: the last one, or the linear
+    extrapolation ``2 x_k - x_(k-1)`` once there are two (an attack's signals move by similar steps, so
+    this start is closer). The products ``A x`` extrapolate alike, exactly to rounding: no new product."""
+    if not history:
+        return None
+    if len(history) == 1:
+        solution, product = history[0]
+        return solution.copy(), product.copy()
+    (old_solution, old_product), (solution, product) = history
+    return 2.0 * solution - old_solution, 2.0 * product - old_product
 
 
 def _spans(count: int, parts: int) -> list[slice]:
