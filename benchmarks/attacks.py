@@ -14,7 +14,8 @@ losses, clipping, the 8-bit checks, autograd). The one-off set-up of a process (
 ordering of an image size) happens in a warm-up. Runs alternate so that load from other processes hits
 both alike; ratios are medians of the per-pair ratios.
 
-Usage: python benchmarks/attacks.py [--repeats 5] [--threads 1 2] [--budget-repeats 1] [--json]
+Usage: python benchmarks/attacks.py [--repeats 5] [--threads 1 2] [--budget-repeats 1]
+       [--rows per_iteration budget] [--json]
 """
 
 from __future__ import annotations
@@ -148,18 +149,22 @@ def main() -> None:
     parser.add_argument("--imagenet-steps", type=int, default=50, help="iterations of the per-iteration row")
     parser.add_argument("--budget-repeats", type=int, default=1,
                         help="pairs at the preset budget (9 x 100 at 224x224; 0 skips it)")
+    parser.add_argument("--rows", nargs="+", choices=("per_iteration", "budget"),
+                        default=["per_iteration", "budget"])
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.manual_seed(0)
     rows = []
     for threads in args.threads:
         torch.set_num_threads(threads)
-        measured = [
-            ("per_iteration", compare(mnist_setup, "mnist", batch=100, steps=100, repeats=args.repeats)),
-            ("per_iteration", compare(imagenet_setup, "imagenet", batch=1, steps=args.imagenet_steps,
-                                      repeats=args.repeats)),
-        ]
-        if args.budget_repeats > 0:
+        measured = []
+        if "per_iteration" in args.rows:
+            measured += [
+                ("per_iteration", compare(mnist_setup, "mnist", batch=100, steps=100, repeats=args.repeats)),
+                ("per_iteration", compare(imagenet_setup, "imagenet", batch=1, steps=args.imagenet_steps,
+                                          repeats=args.repeats)),
+            ]
+        if "budget" in args.rows and args.budget_repeats > 0:
             measured.append(("budget", compare(imagenet_setup, "imagenet", batch=1, steps=100,
                                                repeats=args.budget_repeats, binary_search_steps=9)))
         for kind, row in measured:

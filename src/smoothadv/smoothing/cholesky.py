@@ -2,18 +2,24 @@
 
 Every ``L_alpha`` of a batch (one per image, or per image and channel) has the same sparsity pattern: the
 pixel grid and its neighbourhood. Only the weights differ. So the symbolic work is done once per image
-size and neighbourhood (:func:`grid_pattern`, cached): a fill-reducing ordering, the elimination tree and
-the pattern of the factor. The numeric factorisation and the triangular solves then run on the matrices
-in groups of :data:`LANES` (three: the channels of a colour image), the values of each factor entry stored
-side by side: one index read serves the whole group.
+size and neighbourhood (:func:`grid_pattern`, cached): a fill-reducing ordering, the elimination tree, the
+pattern of the factor and its supernodes. The numeric factorisation and the triangular solves then run on
+many matrices at once, the values of each factor entry stored side by side, so that one index read serves
+them all. Two solve methods:
 
-The triangular solves are bound by memory traffic (the factor of a 224x224 image does not stay in cache
-while a classifier runs between two solves), so :class:`LaneFactor` stores the factor in float32 and
-restores float64 accuracy by iterative refinement against the exact matrices, starting, where the caller
-smooths a sequence of close signals, from the previous solution. The kernels are compiled by Numba on first
-use and cached on disk; they release the GIL, so groups can run on several threads.
+* :func:`solve`, float64, exact to rounding: all K matrices of a batch in one walk of the factor by
+  supernodes (runs of columns sharing one row pattern below their diagonal block). For small images
+  (an MNIST batch), whose factors stay in cache.
+* :class:`LaneFactor`, for large images: the triangular solves are bound by memory traffic there (the
+  factor of a 224x224 image does not stay in cache while a classifier runs between two solves), so the
+  factor is stored in float32, three matrices (the channels of a photo) side by side, and float64
+  accuracy is restored by iterative refinement against the exact matrices, starting from a previous
+  solution where the caller smooths a sequence of close signals.
 
-Reference for the algorithms (elimination tree, up-looking factorisation, iterative refinement):
+The kernels are compiled by Numba on first use and cached on disk; they release the GIL, so chunks of a
+batch can run on several threads.
+
+References (elimination tree, up-looking factorisation, iterative refinement):
 T. A. Davis, *Direct Methods for Sparse Linear Systems*, SIAM 2006, chapters 4 and 6; N. J. Higham,
 *Accuracy and Stability of Numerical Algorithms*, SIAM 2002, chapter 12.
 """
@@ -270,6 +276,13 @@ class LaneFactor:
         return passes, relative
 
 
+def extrapolate(previous: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """``2 last - previous`` (the linear extrapolation of a sequence), in one compiled pass."""
+    out = np.empty_like(last)
+    _extrapolate(previous.reshape(-1), last.reshape(-1), out.reshape(-1))
+    return out
+
+
 def solve(pattern: GridPattern, factor: np.ndarray, rhs: np.ndarray) -> np.ndarray:
     """``A^{-1} rhs`` for each of the K matrices, given their float64 factors, exact to rounding: one
     triangular-solve pair, all K matrices in one walk of the factor by supernodes (the method for small
@@ -449,6 +462,12 @@ def _forward_backward(indptr, indices, values, work):
         work[j, 0] = (a0 - b0) * values[diagonal, 0]
         work[j, 1] = (a1 - b1) * values[diagonal, 1]
         work[j, 2] = (a2 - b2) * values[diagonal, 2]
+
+
+@njit(**_SOLVE_OPTIONS)
+def _extrapolate(previous, last, out):
+    for i in range(out.shape[0]):
+        out[i] = 2.0 * last[i] - previous[i]
 
 
 @njit(**_SOLVE_OPTIONS)

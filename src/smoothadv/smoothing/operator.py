@@ -189,8 +189,8 @@ class GuidedSmoother:
     @property
     def last_residual(self) -> float | None:
         """Largest relative residual ``||L_alpha x - b|| / ||b||`` of the last solve (forward or adjoint),
-        measured in float64 by the solver; None for the solvers that do not measure it (dense, SuperLU:
-        exact to rounding)."""
+        measured in float64 by the solver; None for the solvers exact to rounding, which do not measure it
+        (dense, SuperLU, the float64 Cholesky of images up to 4096 pixels)."""
         return self.solver.last_residual
 
     def _forward(self, z: torch.Tensor, normalize: bool) -> torch.Tensor:

@@ -336,7 +336,7 @@ def _extrapolate(history: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarr
         solution, product = history[0]
         return solution.copy(), product.copy()
     (old_solution, old_product), (solution, product) = history
-    return 2.0 * solution - old_solution, 2.0 * product - old_product
+    return cholesky.extrapolate(old_solution, solution), cholesky.extrapolate(old_product, product)
 
 
 def _spans(count: int, parts: int) -> list[slice]:
