@@ -156,9 +156,9 @@ class DirectSolver(LaplacianSolver):
     """Solves from a sparse factorisation computed once per guide; two named methods.
 
     * :class:`CholeskySolver` (``"cholesky"``, what ``solver="direct"`` picks): all graphs of a batch
-      share one sparsity pattern and are factorised together by :mod:`smoothadv.smoothing.cholesky`, the
-      values of three graphs side by side; float32 factors refined in float64 to a guaranteed residual,
-      warm-started along a sequence of signals.
+      share one sparsity pattern and are factorised together by :mod:`smoothadv.smoothing.cholesky`, their
+      values side by side; exact float64 solves for small images, float32 factors refined in float64 to a
+      guaranteed residual and warm-started along a sequence of signals for large ones.
     * :class:`SuperLUSolver` (``"superlu"``): one SciPy SuperLU factor per graph, float64, exact to
       rounding; the reference the Cholesky is measured against.
 
@@ -200,8 +200,8 @@ class CholeskySolver(DirectSolver):
     Above, they are float32 (three graphs side by side) and every solve is refined in float64 until
     ``||L_alpha x - b|| / ||b|| <= tol`` for each image and channel, measured before ``x`` is rounded to
     the dtype of ``b`` (the rounding of a float32 output adds its own error, as for every solver).
-    Solves given the same ``sequence`` name (the smoother's forward signals, or its adjoint's gradients)
-    start from the previous solution of that sequence.
+    Refined solves given the same ``sequence`` name (the smoother's forward signals, or its adjoint's
+    gradients) start from the linear extrapolation of the last two solutions of that sequence.
 
     Args:
         graph, alpha: as for :class:`LaplacianSolver`.
