@@ -60,7 +60,8 @@ class Smoothing:
             default because it reproduces their results and keeps each channel's edges) or ``"joint"``
             (one graph, Euclidean distance over channels, eq. 5 as written).
         solver: ``"auto"`` (direct on CPU; on GPU dense for images up to 32x32 pixels, else
-            chebyshev), ``"direct"`` (the refined batched ``"cholesky"``), or any name of the registry
+            chebyshev), ``"direct"`` (the batched ``"cholesky"``: exact in float64 up to 4096 pixels,
+            float32 factors refined to ``cg_tol`` above), or any name of the registry
             :data:`~smoothadv.smoothing.solvers.SOLVERS`: ``"dense"``, ``"cholesky"``, ``"superlu"``
             (float64, exact to rounding), ``"cg"``, ``"chebyshev"``.
         cg_tol: relative residual ``||L_alpha x - z|| / ||z||`` the iterative solvers (CG, Chebyshev) and

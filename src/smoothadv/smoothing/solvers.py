@@ -201,7 +201,8 @@ class CholeskySolver(DirectSolver):
     ``||L_alpha x - b|| / ||b|| <= tol`` for each image and channel, measured before ``x`` is rounded to
     the dtype of ``b`` (the rounding of a float32 output adds its own error, as for every solver).
     Refined solves given the same ``sequence`` name (the smoother's forward signals, or its adjoint's
-    gradients) start from the linear extrapolation of the last two solutions of that sequence.
+    gradients) start from the linear extrapolation of the last two solutions of that sequence, so the
+    same signal smoothed twice can differ by up to the tolerance (about 1e-7 relative at ``tol`` 1e-6).
 
     Args:
         graph, alpha: as for :class:`LaplacianSolver`.
