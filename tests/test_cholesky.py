@@ -40,10 +40,12 @@ def _random_values(pattern, count: int, seed: int = 0) -> tuple[np.ndarray, np.n
 class TestPattern:
     @pytest.mark.parametrize("neighbourhood", (4, 8))
     @pytest.mark.parametrize("shape", SHAPES)
-    def test_order_is_a_permutation_and_columns_start_at_the_diagonal(self, shape, neighbourhood):
+    def test_order_is_a_permutation_and_supernodes_cover_the_columns(self, shape, neighbourhood):
         pattern = cholesky.grid_pattern(*shape, NEIGHBOUR_OFFSETS[neighbourhood])
         n = shape[0] * shape[1]
         assert sorted(pattern.order.tolist()) == list(range(n))
+        assert pattern.supernodes[0] == 0 and pattern.supernodes[-1] == n
+        assert np.all(np.diff(pattern.supernodes) > 0)
         # every column starts with its diagonal, rows ascending
         for j in range(n):
             rows = pattern.factor_indices[pattern.factor_indptr[j]:pattern.factor_indptr[j + 1]]
