@@ -200,9 +200,9 @@ LANES = 3
 class LaneFactor:
     """Cholesky factors of K matrices with one pattern, in groups of :data:`LANES`, and their solves.
 
-    The factors are computed in float64 and stored in ``dtype``. A solve is an iterative refinement
+    The factors are computed in float64 and stored in float32. A solve is an iterative refinement
     (mixed precision): the residual ``b - A x`` is computed in float64 from the exact matrices, a
-    correction is solved with the stored factor, and this repeats until the relative residual
+    correction is solved with the float32 factor, and this repeats until the relative residual
     ``||b - A x|| / ||b||`` of every system is at most ``tol``. A float32 factor halves the memory traffic
     of the triangular solves, which bounds their speed; each correction gains about six digits, so one or
     two are enough. A solve may start from a previous solution (a warm start): consecutive right-hand
@@ -211,13 +211,12 @@ class LaneFactor:
     Args:
         pattern: from :func:`grid_pattern`.
         matrix_values: (nnz(A), K) float64 values of the upper triangles in the pattern's entry order.
-        dtype: storage of the factor, ``np.float32`` or ``np.float64``.
 
     Raises:
         SmoothAdvError: a matrix is not positive definite.
     """
 
-    def __init__(self, pattern: GridPattern, matrix_values: np.ndarray, dtype=np.float32):
+    def __init__(self, pattern: GridPattern, matrix_values: np.ndarray):
         self.pattern = pattern
         self.count = matrix_values.shape[1]
         self.groups = -(-self.count // LANES)
@@ -229,8 +228,8 @@ class LaneFactor:
         factors = np.stack([factorize(pattern, group) for group in self.matrix_values])
         # the kernels multiply by the reciprocal of each diagonal entry instead of dividing by it
         factors[:, pattern.factor_indptr[:-1]] = 1.0 / factors[:, pattern.factor_indptr[:-1]]
-        #: (groups, nnz(L), LANES): L with reciprocal diagonal, in ``dtype``
-        self.factor_values = factors.astype(dtype)
+        #: (groups, nnz(L), LANES) float32: L with reciprocal diagonal
+        self.factor_values = factors.astype(np.float32)
         self.factor_indices = pattern.factor_indices.astype(np.int32)
         self.matrix_indices = pattern.matrix_indices.astype(np.int32)
 
@@ -540,8 +539,12 @@ def _refine(factor_indptr, factor_indices, factor_values, matrix_indptr, matrix_
     residual = np.empty((n, 3))
     work = np.empty((n, 3), factor_values.dtype)
     rhs_norms, norms, scale = np.empty(3), np.empty(3), np.empty(3)
+    rhs_norms[:] = 0.0
+    for j in range(n):
+        for t in range(3):
+            rhs_norms[t] += rhs[j, t] * rhs[j, t]
     for t in range(3):
-        rhs_norms[t] = np.sqrt(np.sum(rhs[:, t] ** 2))
+        rhs_norms[t] = np.sqrt(rhs_norms[t])
     if warm:
         _residual_norms(rhs, product, residual, norms)
         for t in range(3):
