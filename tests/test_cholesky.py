@@ -9,7 +9,7 @@ import torch
 from smoothadv.core.errors import SmoothAdvError
 from smoothadv.smoothing import Smoothing, build_graph, cholesky
 from smoothadv.smoothing.graph import NEIGHBOUR_OFFSETS
-from smoothadv.smoothing.solvers import assemble_dense, make_solver
+from smoothadv.smoothing.solvers import _batched_matrix_values, assemble_dense, make_solver
 
 SHAPES = [(1, 1), (1, 7), (6, 1), (5, 8), (13, 9), (28, 28)]
 
@@ -183,6 +183,31 @@ class TestRefinedSolve:
         factor, _ = self._factor(count=2)
         solution, reported, _, _ = self._solve(factor, np.zeros((2, factor.pattern.size)))
         assert not solution.any() and not reported.any()
+
+    def test_only_entries_below_float32_resolution_are_dropped(self):
+        # the ImageNet preset's graph at 48x48 (a noise guide: much of the fill is far below L_jj)
+        guide = torch.rand(1, 3, 48, 48, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+        graph = build_graph(guide, kernel="gaussian", sigma=(1 / 600) ** 0.5)
+        pattern = cholesky.grid_pattern(48, 48, tuple(graph.offsets))
+        values = _batched_matrix_values(graph, pattern, 0.997)
+        factor = cholesky.LaneFactor(pattern, values)
+        exact = cholesky.factorize(pattern, values)  # (nnz(L), 3) float64
+        columns = np.repeat(np.arange(pattern.size), np.diff(pattern.factor_indptr))
+        ratio = (np.abs(exact) / exact[pattern.factor_indptr[:-1]][columns]).max(axis=1)
+        stored = np.zeros(pattern.factor_nonzeros, bool)
+        for j in range(pattern.size):  # map each stored entry back to its place in the full pattern
+            full = pattern.factor_indices[pattern.factor_indptr[j]:pattern.factor_indptr[j + 1]]
+            kept = factor.factor_indices[0][factor.factor_indptr[0][j]:factor.factor_indptr[0][j + 1]]
+            assert kept[0] == j  # the diagonal stays first
+            stored[pattern.factor_indptr[j] + np.searchsorted(full, kept)] = True
+        np.testing.assert_array_equal(stored, ratio >= cholesky.DROP_BELOW)
+        assert pattern.size < factor.stored_nonzeros < pattern.factor_nonzeros
+        rhs = torch.randn(guide.shape, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+        packed = factor.pack(rhs.reshape(3, -1).numpy())
+        solution, product = np.empty_like(packed), np.empty_like(packed)
+        passes, relative = factor.solve_group(0, packed[0], solution[0], product[0], warm=False, tol=1e-12,
+                                              max_passes=8)
+        assert relative.max() <= 1e-12 and passes <= 3  # still about six digits a correction
 
     def test_unused_lanes_do_not_change_the_solution(self):
         factor, _ = self._factor(count=4)  # two groups, the second with one system and two idle lanes

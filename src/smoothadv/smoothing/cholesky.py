@@ -12,7 +12,8 @@ them all. Two solve methods:
   (an MNIST batch), whose factors stay in cache.
 * :class:`LaneFactor`, for large images: the triangular solves are bound by memory traffic there (the
   factor of a 224x224 image does not stay in cache while a classifier runs between two solves), so the
-  factor is stored in float32, three matrices (the channels of a photo) side by side, and float64
+  factor is stored in float32, without the entries below float32's resolution, three matrices (the
+  channels of a photo) side by side, and float64
   accuracy is restored by iterative refinement against the exact matrices, starting from a previous
   solution where the caller smooths a sequence of close signals.
 
@@ -196,21 +197,33 @@ def factorize(pattern: GridPattern, matrix_values: np.ndarray) -> np.ndarray:
 #: a batch of K matrices is cut into ceil(K / LANES) groups, and unused lanes hold the identity.
 LANES = 3
 
+#: An off-diagonal entry of a float32 factor is dropped when ``|L_ij| < DROP_BELOW * L_jj`` in every lane
+#: of its group: its term ``(L_ij / L_jj) x_j`` in a sweep is then below float32's rounding of ``x_j``.
+#: Fill entries decay fast away from the diagonal; about a fifth of a 224x224 factor falls below this
+#: (float32's unit roundoff), and the refinement's residual check covers what dropping them changes.
+DROP_BELOW = 2.0**-24
+
 
 class LaneFactor:
     """Cholesky factors of K matrices with one pattern, in groups of :data:`LANES`, and their solves.
 
-    The factors are computed in float64 and stored in float32. A solve is an iterative refinement
-    (mixed precision): the residual ``b - A x`` is computed in float64 from the exact matrices, a
-    correction is solved with the float32 factor, and this repeats until the relative residual
-    ``||b - A x|| / ||b||`` of every system is at most ``tol``. A float32 factor halves the memory traffic
-    of the triangular solves, which bounds their speed; each correction gains about six digits, so one or
-    two are enough. A solve may start from a previous solution (a warm start): consecutive right-hand
-    sides of an attack are close, so the first correction is small and one pass usually meets ``tol``.
+    The factors are computed in float64 and stored in float32, without the entries below float32's
+    resolution (:data:`DROP_BELOW`). A solve is an iterative refinement (mixed precision): the residual
+    ``b - A x`` is computed in float64 from the exact matrices, a correction is solved with the float32
+    factor, and this repeats until the relative residual ``||b - A x|| / ||b||`` of every system is at
+    most ``tol``. A float32 factor halves the memory traffic of the triangular solves, which bounds their
+    speed; each correction gains about six digits, so one or two are enough. A solve may start from a
+    previous solution (a warm start): consecutive right-hand sides of an attack are close, so the first
+    correction is small and one pass usually meets ``tol``.
 
     Args:
         pattern: from :func:`grid_pattern`.
         matrix_values: (nnz(A), K) float64 values of the upper triangles in the pattern's entry order.
+
+    Attributes:
+        factor_indptr, factor_indices, factor_values: per group, the stored factor: (n + 1,) int64 column
+            starts, (stored,) int32 rows, ascending in each column, diagonal first, and (stored, LANES)
+            float32 values with the reciprocal of each diagonal entry in its place.
 
     Raises:
         SmoothAdvError: a matrix is not positive definite.
@@ -225,18 +238,33 @@ class LaneFactor:
         padded[pattern.matrix_source < 0, self.count:] = 1.0  # unused lanes: the identity
         #: (groups, nnz(A), LANES) float64: each group's entries contiguous, an entry's lanes adjacent
         self.matrix_values = np.ascontiguousarray(padded.reshape(-1, self.groups, LANES).transpose(1, 0, 2))
-        factors = np.stack([factorize(pattern, group) for group in self.matrix_values])
-        # the kernels multiply by the reciprocal of each diagonal entry instead of dividing by it
-        factors[:, pattern.factor_indptr[:-1]] = 1.0 / factors[:, pattern.factor_indptr[:-1]]
-        #: (groups, nnz(L), LANES) float32: L with reciprocal diagonal
-        self.factor_values = factors.astype(np.float32)
-        self.factor_indices = pattern.factor_indices.astype(np.int32)
         self.matrix_indices = pattern.matrix_indices.astype(np.int32)
+        self.factor_indptr, self.factor_indices, self.factor_values = [], [], []
+        columns = np.repeat(np.arange(pattern.size), np.diff(pattern.factor_indptr))
+        diagonals = pattern.factor_indptr[:-1]
+        for group in self.matrix_values:
+            factor = factorize(pattern, group)  # (nnz(L), LANES) float64
+            keep = (np.abs(factor) >= DROP_BELOW * factor[diagonals][columns]).any(axis=1)
+            keep[diagonals] = True
+            indptr = np.zeros(pattern.size + 1, np.int64)
+            np.cumsum(np.bincount(columns[keep], minlength=pattern.size), out=indptr[1:])
+            values = factor[keep]
+            # the kernels multiply by the reciprocal of each diagonal entry instead of dividing by it
+            values[indptr[:-1]] = 1.0 / values[indptr[:-1]]
+            self.factor_indptr.append(indptr)
+            self.factor_indices.append(pattern.factor_indices[keep].astype(np.int32))
+            self.factor_values.append(values.astype(np.float32))
+
+    @property
+    def stored_nonzeros(self) -> int:
+        """Factor entries stored, all groups (each holds LANES values)."""
+        return sum(len(indices) for indices in self.factor_indices)
 
     @property
     def nbytes(self) -> int:
         """Bytes a solve pass reads from the factor (values and row indices), all groups."""
-        return self.factor_values.nbytes + self.groups * self.factor_indices.nbytes
+        return sum(values.nbytes + indices.nbytes
+                   for values, indices in zip(self.factor_values, self.factor_indices, strict=True))
 
     def pack(self, rhs: np.ndarray) -> np.ndarray:
         """(K, n) vectors in pixel order, any float dtype -> (groups, n, LANES) float64 in elimination
@@ -269,7 +297,7 @@ class LaneFactor:
             computed in float64 (0 for a zero right-hand side).
         """
         relative = np.zeros(LANES)
-        passes = _refine(self.pattern.factor_indptr, self.factor_indices, self.factor_values[group],
+        passes = _refine(self.factor_indptr[group], self.factor_indices[group], self.factor_values[group],
                          self.pattern.matrix_indptr, self.matrix_indices, self.matrix_values[group],
                          rhs, solution, product, warm, tol, max_passes, relative)
         return passes, relative
