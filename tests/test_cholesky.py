@@ -60,6 +60,24 @@ class TestPattern:
         pattern = cholesky.grid_pattern(28, 28, NEIGHBOUR_OFFSETS[4])
         assert pattern.factor_nonzeros < 0.5 * 28 * 28 * 29
 
+    @pytest.mark.parametrize("parts", (2, 3, 5))
+    def test_parts_are_independent_subtrees_with_the_same_fill(self, parts):
+        single = cholesky.grid_pattern(40, 36, NEIGHBOUR_OFFSETS[8])
+        split = cholesky.grid_pattern(40, 36, NEIGHBOUR_OFFSETS[8], parts)
+        assert split.parts == parts and single.parts == 1 and single.top == single.size
+        assert sorted(split.order.tolist()) == list(range(single.size))
+        assert split.factor_nonzeros == single.factor_nonzeros  # a reordering of the same tree
+        bounds = split.part_bounds
+        sizes = [split.factor_indptr[bounds[q + 1]] - split.factor_indptr[bounds[q]] for q in range(parts)]
+        top = split.factor_nonzeros - split.factor_indptr[split.top]
+        assert max(sizes) + top < 0.75 * split.factor_nonzeros  # a sweep on `parts` threads is faster
+        columns = np.repeat(np.arange(split.size), np.diff(split.factor_indptr))
+        for q in range(parts):  # a part's columns reach its own rows and the top only
+            entries = slice(split.factor_indptr[bounds[q]], split.factor_indptr[bounds[q + 1]])
+            rows = split.factor_indices[entries]
+            assert np.all((rows >= split.top) | ((rows >= bounds[q]) & (rows < bounds[q + 1])))
+            assert np.all(columns[entries] < bounds[q + 1])
+
     def test_cached_per_shape(self):
         first = cholesky.grid_pattern(9, 11, NEIGHBOUR_OFFSETS[4])
         assert cholesky.grid_pattern(9, 11, NEIGHBOUR_OFFSETS[4]) is first
@@ -208,6 +226,21 @@ class TestRefinedSolve:
         passes, relative = factor.solve_group(0, packed[0], solution[0], product[0], warm=False, tol=1e-12,
                                               max_passes=8)
         assert relative.max() <= 1e-12 and passes <= 3  # still about six digits a correction
+
+    @pytest.mark.parametrize("parts", (2, 3))
+    def test_sweeps_in_parts_agree_with_one_sweep(self, parts):
+        one = cholesky.grid_pattern(30, 34, NEIGHBOUR_OFFSETS[4])
+        split = cholesky.grid_pattern(30, 34, NEIGHBOUR_OFFSETS[4], parts)
+        rhs = np.random.default_rng(9).normal(size=(3, one.size))
+        solutions = []
+        for pattern in (one, split):
+            values, dense = _random_values(pattern, count=3, seed=10)
+            factor = cholesky.LaneFactor(pattern, values)
+            solution, reported, _, _ = self._solve(factor, rhs, tol=1e-12)
+            np.testing.assert_allclose(reported, _relative_residuals(dense, solution, rhs), rtol=1e-3)
+            assert reported.max() <= 1e-12
+            solutions.append(solution)
+        np.testing.assert_allclose(solutions[1], solutions[0], rtol=1e-9, atol=1e-12)
 
     def test_unused_lanes_do_not_change_the_solution(self):
         factor, _ = self._factor(count=4)  # two groups, the second with one system and two idle lanes

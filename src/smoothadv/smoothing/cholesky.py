@@ -28,6 +28,8 @@ T. A. Davis, *Direct Methods for Sparse Linear Systems*, SIAM 2006, chapters 4 a
 from __future__ import annotations
 
 import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,6 +56,10 @@ class GridPattern:
         supernodes: (S + 1,) first column of each supernode (runs of columns sharing one row pattern below
             their diagonal block), then n.
         ordering: name of the ordering used (``"minimum degree"`` or ``"nested dissection"``).
+        part_bounds: (P + 1,) the columns of part q are ``part_bounds[q]:part_bounds[q + 1]``; the columns
+            from ``part_bounds[-1]`` on (the top) are their common ancestors in the elimination tree. A
+            part's columns only reach rows of the same part and of the top, so the P parts of a
+            triangular sweep can run at once (P = 1: one part, no top).
     """
 
     size: int
@@ -66,6 +72,17 @@ class GridPattern:
     factor_indices: np.ndarray
     supernodes: np.ndarray
     ordering: str
+    part_bounds: np.ndarray
+
+    @property
+    def parts(self) -> int:
+        """P, the parts of a sweep that can run at once."""
+        return len(self.part_bounds) - 1
+
+    @property
+    def top(self) -> int:
+        """First column of the top (the common ancestors of the parts)."""
+        return int(self.part_bounds[-1])
 
     @property
     def factor_nonzeros(self) -> int:
@@ -80,35 +97,93 @@ class GridPattern:
 
 
 @functools.lru_cache(maxsize=16)
-def grid_pattern(height: int, width: int, offsets: tuple[tuple[int, int], ...]) -> GridPattern:
+def grid_pattern(height: int, width: int, offsets: tuple[tuple[int, int], ...],
+                 parts: int = 1) -> GridPattern:
     """Order and analyse the grid Laplacian pattern (cached per arguments).
 
     Args:
         height, width: image size.
         offsets: half of the neighbour offsets (dy, dx), as in :class:`~smoothadv.smoothing.graph.PixelGraph`.
+        parts: subtrees of the elimination tree to make contiguous (for sweeps on that many threads). The
+            ordering is then a reordering of the one-part ordering with the same tree and the same fill.
     """
     n = height * width
     rows, cols, source = grid_edges(height, width, offsets)
+    if parts > 1:
+        single = grid_pattern(height, width, offsets)
+        labels = _partition(single.parent, np.diff(single.factor_indptr), parts)
+        # the parts' columns, each part in its old relative order, then the top: still children first
+        position = np.argsort(np.where(labels < 0, parts, labels), kind="stable")
+        order = single.order[position]
+        return _analyse(order, rows, cols, source, single.ordering, np.bincount(labels[labels >= 0],
+                                                                                 minlength=parts))
     candidates = {
         "minimum degree": _minimum_degree_order(n, rows, cols),
         "nested dissection": nested_dissection_order(height, width),
     }
-    best = None
+    fills = {}
     for name, order in candidates.items():
-        indptr, indices, matrix_source = _permuted_upper(order, rows, cols, source)
+        indptr, indices, _ = _permuted_upper(order, rows, cols, source)
         parent = _elimination_tree(n, indptr, indices)
-        counts = _column_counts(n, indptr, indices, parent)
-        if best is None or counts.sum() < best[-1].sum():
-            best = (name, order, indptr, indices, matrix_source, parent, counts)
-    name, order, indptr, indices, matrix_source, parent, counts = best
+        fills[name] = _column_counts(n, indptr, indices, parent).sum()
+    name = min(fills, key=fills.get)
+    return _analyse(candidates[name], rows, cols, source, name, np.array([n]))
+
+
+def _analyse(order, rows, cols, source, ordering: str, part_sizes: np.ndarray) -> GridPattern:
+    """Symbolic factorisation of the grid pattern under ``order``, whose first columns are parts of
+    ``part_sizes`` columns each."""
+    n = len(order)
+    indptr, indices, matrix_source = _permuted_upper(order, rows, cols, source)
+    parent = _elimination_tree(n, indptr, indices)
+    counts = _column_counts(n, indptr, indices, parent)
     factor_indptr = np.zeros(n + 1, np.int64)
     np.cumsum(counts, out=factor_indptr[1:])
     factor_indices = _factor_pattern(n, indptr, indices, parent, factor_indptr)
     # column j + 1 continues the supernode of j when L[:, j] = {j} + L[:, j + 1] (same rows below)
     continues = (parent[:-1] == np.arange(1, n)) & (counts[:-1] == counts[1:] + 1)
     supernodes = np.concatenate([[0], np.flatnonzero(~continues) + 1, [n]]).astype(np.int64)
+    part_bounds = np.concatenate([[0], np.cumsum(part_sizes)]).astype(np.int64)
     return GridPattern(n, order, indptr, indices, matrix_source, parent, factor_indptr, factor_indices,
-                       supernodes, name)
+                       supernodes, ordering, part_bounds)
+
+
+def _partition(parent: np.ndarray, counts: np.ndarray, parts: int) -> np.ndarray:
+    """Label each column with one of ``parts`` groups of whole subtrees, or -1 for the top, so that a
+    sweep's time, the heaviest group's factor entries plus the top's (run alone), is least.
+
+    The heaviest subtree is opened (its root goes to the top, its children become subtrees) again and
+    again; after each opening the subtrees are packed largest first into the lightest group (after Geist
+    and Ng, 1989), and the best packing met is kept. Opening stops once the top alone outweighs it.
+    """
+    n = len(parent)
+    weight = _subtree_weights(parent, counts.astype(np.int64))
+    key = np.where(parent >= 0, parent, n)
+    by_parent = np.argsort(key, kind="stable")
+    first_child = np.searchsorted(key[by_parent], np.arange(n + 1))  # children of j: by_parent[a:b]
+    front, top, top_weight = list(np.flatnonzero(parent < 0)), [], 0
+    best = None
+    while True:
+        front.sort(key=lambda node: -weight[node])
+        loads, groups = np.zeros(parts, np.int64), []
+        for node in front:
+            groups.append(int(np.argmin(loads)))
+            loads[groups[-1]] += weight[node]
+        if best is None or loads.max() + top_weight < best[0]:
+            best = (loads.max() + top_weight, list(front), groups, len(top))
+        heaviest = front[0]
+        children = by_parent[first_child[heaviest]:first_child[heaviest + 1]]
+        top_weight += counts[heaviest]
+        if len(children) == 0 or top_weight >= best[0]:
+            break
+        top.append(heaviest)
+        front = front[1:] + list(children)
+    _, front, groups, opened = best
+    labels = np.full(n, -2, np.int64)
+    labels[np.array(top[:opened], np.int64)] = -1
+    labels[np.array(front, np.int64)] = groups
+    _inherit_labels(parent, labels)
+    return labels
 
 
 def nested_dissection_order(height: int, width: int, leaf: int = 4) -> np.ndarray:
@@ -224,6 +299,7 @@ class LaneFactor:
         factor_indptr, factor_indices, factor_values: per group, the stored factor: (n + 1,) int64 column
             starts, (stored,) int32 rows, ascending in each column, diagonal first, and (stored, LANES)
             float32 values with the reciprocal of each diagonal entry in its place.
+        splits: per group, (top,) the first entry of each column of the parts that lies in the top.
 
     Raises:
         SmoothAdvError: a matrix is not positive definite.
@@ -239,7 +315,7 @@ class LaneFactor:
         #: (groups, nnz(A), LANES) float64: each group's entries contiguous, an entry's lanes adjacent
         self.matrix_values = np.ascontiguousarray(padded.reshape(-1, self.groups, LANES).transpose(1, 0, 2))
         self.matrix_indices = pattern.matrix_indices.astype(np.int32)
-        self.factor_indptr, self.factor_indices, self.factor_values = [], [], []
+        self.factor_indptr, self.factor_indices, self.factor_values, self.splits = [], [], [], []
         columns = np.repeat(np.arange(pattern.size), np.diff(pattern.factor_indptr))
         diagonals = pattern.factor_indptr[:-1]
         for group in self.matrix_values:
@@ -251,9 +327,12 @@ class LaneFactor:
             values = factor[keep]
             # the kernels multiply by the reciprocal of each diagonal entry instead of dividing by it
             values[indptr[:-1]] = 1.0 / values[indptr[:-1]]
+            rows = pattern.factor_indices[keep]
+            below_top = np.bincount(columns[keep][rows < pattern.top], minlength=pattern.size)
             self.factor_indptr.append(indptr)
-            self.factor_indices.append(pattern.factor_indices[keep].astype(np.int32))
+            self.factor_indices.append(rows.astype(np.int32))
             self.factor_values.append(values.astype(np.float32))
+            self.splits.append(indptr[:pattern.top] + below_top[:pattern.top])
 
     @property
     def stored_nonzeros(self) -> int:
@@ -296,11 +375,48 @@ class LaneFactor:
             The corrections made, and the (LANES,) relative residuals ``||rhs - A x|| / ||rhs||`` reached,
             computed in float64 (0 for a zero right-hand side).
         """
-        relative = np.zeros(LANES)
-        passes = _refine(self.factor_indptr[group], self.factor_indices[group], self.factor_values[group],
-                         self.pattern.matrix_indptr, self.matrix_indices, self.matrix_values[group],
-                         rhs, solution, product, warm, tol, max_passes, relative)
-        return passes, relative
+        indptr, indices = self.factor_indptr[group], self.factor_indices[group]
+        values = self.factor_values[group]
+        residual = np.empty_like(rhs)
+        work = np.empty(rhs.shape, np.float32)
+        rhs_norms, norms, relative = np.empty(LANES), np.empty(LANES), np.zeros(LANES)
+        _start_refinement(rhs, solution, product, residual, warm, rhs_norms, norms)
+        passes = 0
+        while True:
+            np.divide(norms, rhs_norms, out=relative, where=rhs_norms > 0)
+            if relative.max() <= tol or passes >= max_passes:
+                return passes, relative
+            _scale_residual(residual, norms, work)
+            self._sweeps(indptr, indices, values, self.splits[group], work)
+            _apply_correction(work, norms, solution, self.pattern.matrix_indptr, self.matrix_indices,
+                              self.matrix_values[group], rhs, product, residual)
+            passes += 1
+
+    def _sweeps(self, indptr, indices, values, split, work) -> None:
+        """``work <- L^-T L^-1 work`` in place: the parts of each sweep at once, the top alone."""
+        bounds, top = self.pattern.part_bounds, self.pattern.top
+        spills = np.empty((self.pattern.parts, self.pattern.size - top, LANES), np.float32)
+        _at_once([functools.partial(_forward_part, indptr, indices, values, work, bounds[q], bounds[q + 1],
+                                    split, top, spills[q]) for q in range(self.pattern.parts)])
+        _forward_top(indptr, indices, values, work, top, spills)
+        _backward(indptr, indices, values, work, top, self.pattern.size)
+        _at_once([functools.partial(_backward, indptr, indices, values, work, bounds[q], bounds[q + 1])
+                  for q in range(self.pattern.parts)])
+
+
+def _at_once(tasks: list) -> None:
+    """Run the tasks (compiled kernels that release the GIL) at once: the first on this thread, the
+    others on a pool kept for the process (a task never waits on another, so the pool cannot deadlock)."""
+    global _POOL
+    if len(tasks) > 1 and _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="smoothadv-sweep")
+    pending = [_POOL.submit(task) for task in tasks[1:]]
+    tasks[0]()
+    for future in pending:
+        future.result()
+
+
+_POOL: ThreadPoolExecutor | None = None
 
 
 def extrapolate(previous: np.ndarray, last: np.ndarray) -> np.ndarray:
@@ -347,6 +463,24 @@ def _elimination_tree(n, indptr, indices):
                     parent[i] = k
                 i = following
     return parent
+
+
+@njit(cache=True)
+def _subtree_weights(parent, counts):
+    """Sum of ``counts`` over each node's subtree (a parent comes after its children)."""
+    weight = counts.copy()
+    for j in range(len(parent)):
+        if parent[j] >= 0:
+            weight[parent[j]] += weight[j]
+    return weight
+
+
+@njit(cache=True)
+def _inherit_labels(parent, labels):
+    """Unlabelled nodes (-2) take their parent's label, from the roots down."""
+    for j in range(len(parent) - 1, -1, -1):
+        if labels[j] == -2:
+            labels[j] = labels[parent[j]]
 
 
 @njit(cache=True)
@@ -452,11 +586,40 @@ _SOLVE_OPTIONS = {"cache": True, "nogil": True, "error_model": "numpy", "fastmat
 
 
 @njit(**_SOLVE_OPTIONS)
-def _forward_backward(indptr, indices, values, work):
-    """``work <- L^-T L^-1 work`` in place; work (n, 3) in elimination order, values (nnz(L), 3) with the
-    reciprocal of each diagonal entry in its place."""
+def _forward_part(indptr, indices, values, work, first, end, split, top, spill):
+    """Forward sweep ``L y = b`` over columns ``first:end`` of one part, scattering each solved value below:
+    into ``work`` (n, 3) for the rows of the part, into ``spill`` (n - top, 3), zeroed first, for the rows
+    of the top, which other parts update too. ``split[j]``: the first entry of column j in the top.
+    values (stored, 3) hold the reciprocal of each diagonal entry in its place."""
+    spill[:] = 0.0
+    for j in range(first, end):
+        diagonal = indptr[j]
+        x0 = work[j, 0] * values[diagonal, 0]
+        x1 = work[j, 1] * values[diagonal, 1]
+        x2 = work[j, 2] * values[diagonal, 2]
+        work[j, 0], work[j, 1], work[j, 2] = x0, x1, x2
+        for p in range(diagonal + 1, split[j]):
+            i = indices[p]
+            work[i, 0] -= values[p, 0] * x0
+            work[i, 1] -= values[p, 1] * x1
+            work[i, 2] -= values[p, 2] * x2
+        for p in range(split[j], indptr[j + 1]):
+            i = indices[p] - top
+            spill[i, 0] -= values[p, 0] * x0
+            spill[i, 1] -= values[p, 1] * x1
+            spill[i, 2] -= values[p, 2] * x2
+
+
+@njit(**_SOLVE_OPTIONS)
+def _forward_top(indptr, indices, values, work, top, spills):
+    """The parts' updates of the top rows (spills (P, n - top, 3)) added, then the forward sweep over the
+    top columns."""
     n = work.shape[0]
-    for j in range(n):  # forward: L y = b, column by column, scattering each solved value below
+    for q in range(spills.shape[0]):
+        for i in range(n - top):
+            for t in range(3):
+                work[top + i, t] += spills[q, i, t]
+    for j in range(top, n):
         diagonal = indptr[j]
         x0 = work[j, 0] * values[diagonal, 0]
         x1 = work[j, 1] * values[diagonal, 1]
@@ -467,7 +630,13 @@ def _forward_backward(indptr, indices, values, work):
             work[i, 0] -= values[p, 0] * x0
             work[i, 1] -= values[p, 1] * x1
             work[i, 2] -= values[p, 2] * x2
-    for j in range(n - 1, -1, -1):  # backward: L^T x = y, gathering column j of L; two sums in flight
+
+
+@njit(**_SOLVE_OPTIONS)
+def _backward(indptr, indices, values, work, first, end):
+    """Backward sweep ``L^T x = y`` over columns ``end - 1`` down to ``first``, gathering column j of L
+    (its rows are solved already: rows below, in the same part or in the top); two sums in flight."""
+    for j in range(end - 1, first - 1, -1):
         diagonal = indptr[j]
         a0, a1, a2 = work[j, 0], work[j, 1], work[j, 2]
         b0 = b1 = b2 = a0 * 0  # of the work dtype
@@ -560,15 +729,11 @@ def _residual_norms(rhs, product, residual, norms):
 
 
 @njit(**_SOLVE_OPTIONS)
-def _refine(factor_indptr, factor_indices, factor_values, matrix_indptr, matrix_indices, matrix_values,
-            rhs, solution, product, warm, tol, max_passes, relative):
-    """Iterative refinement (see :meth:`LaneFactor.solve_group`); returns the corrections made."""
-    n = rhs.shape[0]
-    residual = np.empty((n, 3))
-    work = np.empty((n, 3), factor_values.dtype)
-    rhs_norms, norms, scale = np.empty(3), np.empty(3), np.empty(3)
+def _start_refinement(rhs, solution, product, residual, warm, rhs_norms, norms):
+    """The (3,) norms of rhs and of the residual of the start: ``solution`` and its ``product`` when
+    ``warm`` (zero for each lane where that is worse than zero), else zero."""
     rhs_norms[:] = 0.0
-    for j in range(n):
+    for j in range(rhs.shape[0]):
         for t in range(3):
             rhs_norms[t] += rhs[j, t] * rhs[j, t]
     for t in range(3):
@@ -577,7 +742,7 @@ def _refine(factor_indptr, factor_indices, factor_values, matrix_indptr, matrix_
         _residual_norms(rhs, product, residual, norms)
         for t in range(3):
             if not norms[t] < rhs_norms[t]:  # the start is worse than zero: start from zero
-                for j in range(n):
+                for j in range(rhs.shape[0]):
                     solution[j, t] = 0.0
                     product[j, t] = 0.0
                     residual[j, t] = rhs[j, t]
@@ -587,27 +752,26 @@ def _refine(factor_indptr, factor_indices, factor_values, matrix_indptr, matrix_
         product[:] = 0.0
         residual[:] = rhs
         norms[:] = rhs_norms
-    passes = 0
-    while True:
-        worst = 0.0
+
+
+@njit(**_SOLVE_OPTIONS)
+def _scale_residual(residual, norms, work):
+    """``work <- residual / norm`` per lane, in the factor's dtype: no overflow, no underflow."""
+    for t in range(3):
+        scale = 1.0 / norms[t] if norms[t] > 0.0 else 1.0
+        for j in range(residual.shape[0]):
+            work[j, t] = residual[j, t] * scale
+
+
+@njit(**_SOLVE_OPTIONS)
+def _apply_correction(work, norms, solution, matrix_indptr, matrix_indices, matrix_values, rhs, product,
+                      residual):
+    """``solution += work * norm`` per lane, then its product with A and the new residual and norms."""
+    for j in range(solution.shape[0]):
         for t in range(3):
-            relative[t] = norms[t] / rhs_norms[t] if rhs_norms[t] > 0.0 else 0.0
-            worst = max(worst, relative[t])
-        if worst <= tol or passes >= max_passes:
-            return passes
-        # each residual is scaled to unit norm for the float32 solve: no overflow, no underflow
-        for t in range(3):
-            scale[t] = norms[t] if norms[t] > 0.0 else 1.0
-        for j in range(n):
-            for t in range(3):
-                work[j, t] = residual[j, t] / scale[t]
-        _forward_backward(factor_indptr, factor_indices, factor_values, work)
-        for j in range(n):
-            for t in range(3):
-                solution[j, t] += work[j, t] * scale[t]
-        _product(matrix_indptr, matrix_indices, matrix_values, solution, product)
-        _residual_norms(rhs, product, residual, norms)
-        passes += 1
+            solution[j, t] += work[j, t] * (norms[t] if norms[t] > 0.0 else 1.0)
+    _product(matrix_indptr, matrix_indices, matrix_values, solution, product)
+    _residual_norms(rhs, product, residual, norms)
 
 
 @njit(**_SOLVE_OPTIONS)

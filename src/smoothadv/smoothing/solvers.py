@@ -226,11 +226,11 @@ class CholeskySolver(DirectSolver):
         height, width = graph.normalized_weights.shape[-2:]
         self.pattern = cholesky.grid_pattern(height, width, tuple(graph.offsets))
         self.refined = self.pattern.size > EXACT_MAX_PIXELS
-        values = _batched_matrix_values(graph, self.pattern, alpha)  # (nnz(A), B * G)
         self._factors: dict[int, object] = {}  # per repeat of each graph (a joint graph: every channel)
         if self.refined:
-            self._make = lambda repeat: cholesky.LaneFactor(self.pattern, np.repeat(values, repeat, axis=1))
+            self._make = self._lane_factor
         else:
+            values = _batched_matrix_values(graph, self.pattern, alpha)  # (nnz(A), B * G)
             self.spans = _spans(self.batch * self.groups, torch.get_num_threads())
             exact = _thread_map(lambda span: cholesky.factorize(self.pattern, values[:, span]), self.spans)
             self._make = lambda repeat: [np.repeat(part, repeat, axis=1) for part in exact]
@@ -238,6 +238,17 @@ class CholeskySolver(DirectSolver):
         #: per (sequence, repeat): the last two (solution, product) pairs, oldest first
         self._history: dict[tuple[str, int], list[tuple[np.ndarray, np.ndarray]]] = {}
         self.last_passes = 0
+
+    def _lane_factor(self, repeat: int) -> cholesky.LaneFactor:
+        """The float32 factors, three graphs side by side. When the groups of three are fewer than
+        ``torch.get_num_threads()``, each sweep is cut into parts that run at once, enough to use the
+        threads (the count is fixed here, when the factors are built)."""
+        height, width = self.graph.normalized_weights.shape[-2:]
+        groups = -(-self.batch * self.groups * repeat // cholesky.LANES)
+        parts = max(1, torch.get_num_threads() // groups)
+        pattern = cholesky.grid_pattern(height, width, tuple(self.graph.offsets), parts)
+        values = _batched_matrix_values(self.graph, pattern, self.alpha)
+        return cholesky.LaneFactor(pattern, np.repeat(values, repeat, axis=1))
 
     def factors(self, repeat: int):
         """The factors with each graph repeated for ``repeat`` channels, built on first use: a
