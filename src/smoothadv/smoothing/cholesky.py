@@ -13,9 +13,10 @@ them all. Two solve methods:
 * :class:`LaneFactor`, for large images: the triangular solves are bound by memory traffic there (the
   factor of a 224x224 image does not stay in cache while a classifier runs between two solves), so the
   factor is stored in float32, without the entries below float32's resolution, three matrices (the
-  channels of a photo) side by side, and float64
-  accuracy is restored by iterative refinement against the exact matrices, starting from a previous
-  solution where the caller smooths a sequence of close signals.
+  channels of a photo) side by side. Float64 accuracy is restored by iterative refinement against the
+  exact matrices, starting from a previous solution where the caller smooths a sequence of close signals.
+  With more threads than groups of three matrices, each sweep runs in parts at once: independent
+  subtrees of the elimination tree, then their common ancestors.
 
 The kernels are compiled by Numba on first use and cached on disk; they release the GIL, so chunks of a
 batch can run on several threads.
@@ -32,10 +33,14 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import llvmlite.binding
 import numpy as np
 import scipy.sparse
 import scipy.sparse.linalg
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from smoothadv.core.errors import SmoothAdvError
 from smoothadv.smoothing.graph import grid_edges
@@ -584,6 +589,56 @@ def _numeric_factor(n, indptr, indices, matrix_values, parent, factor_indptr, fa
 # checks; "contract" lets multiply-subtract pairs fuse, nothing else of fastmath.
 _SOLVE_OPTIONS = {"cache": True, "nogil": True, "error_model": "numpy", "fastmath": {"contract"}}
 
+#: Entries of the factor (or of the matrices) read ahead of the sweep. Between two solves a classifier
+#: evicts them from the caches; the hardware prefetchers, which stop at page boundaries, leave the sweeps
+#: waiting on memory, and reading a few kilobytes ahead hides that (docs/smoothing.md, "CPU speed").
+PREFETCH_AHEAD = 256
+
+# llvm.prefetch is mangled by its pointer type: typed pointers (LLVM < 17, older llvmlite) or opaque ones.
+_PREFETCH_NAME = "llvm.prefetch.p0" if llvmlite.binding.llvm_version_info[0] >= 17 else "llvm.prefetch.p0i8"
+
+
+@intrinsic
+def _prefetch(typingctx, array, index):
+    """Hint the CPU to load the cache line of ``array[index, 0, ...]`` (a read, kept in all levels)."""
+    def codegen(context, builder, signature, args):
+        array_type = signature.args[0]
+        view = context.make_array(array_type)(context, builder, args[0])
+        position = [args[1]] + [context.get_constant(types.intp, 0)] * (array_type.ndim - 1)
+        pointer = cgutils.get_item_pointer(context, builder, array_type, view, position, wraparound=False)
+        byte_pointer = builder.bitcast(pointer, ir.IntType(8).as_pointer())
+        int32 = ir.IntType(32)
+        function = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [byte_pointer.type, int32, int32, int32]),
+            _PREFETCH_NAME)
+        read, keep_in_all_levels, data_cache = (ir.Constant(int32, flag) for flag in (0, 3, 1))
+        builder.call(function, [byte_pointer, read, keep_in_all_levels, data_cache])
+        return context.get_dummy_value()
+    return types.void(array, types.intp), codegen
+
+
+@njit(inline="always")
+def _prefetch_up_to(values, indices, position, target, step):
+    """Prefetch entries ``position, position + step, ...`` below ``target`` of ``values`` (step entries are
+    at most a cache line) and of the int32 ``indices`` (one line in 16 entries); returns the new position."""
+    while position < target:
+        _prefetch(values, position)
+        if position & 15 < step:
+            _prefetch(indices, position)
+        position += step
+    return position
+
+
+@njit(inline="always")
+def _prefetch_down_to(values, indices, position, target, step):
+    """As :func:`_prefetch_up_to`, walking down to ``target`` (exclusive)."""
+    while position > target:
+        _prefetch(values, position)
+        if position & 15 < step:
+            _prefetch(indices, position)
+        position -= step
+    return position
+
 
 @njit(**_SOLVE_OPTIONS)
 def _forward_part(indptr, indices, values, work, first, end, split, top, spill):
@@ -592,7 +647,9 @@ def _forward_part(indptr, indices, values, work, first, end, split, top, spill):
     of the top, which other parts update too. ``split[j]``: the first entry of column j in the top.
     values (stored, 3) hold the reciprocal of each diagonal entry in its place."""
     spill[:] = 0.0
+    ahead, final = indptr[first], len(indices) - 1
     for j in range(first, end):
+        ahead = _prefetch_up_to(values, indices, ahead, min(indptr[j + 1] + PREFETCH_AHEAD, final), 4)
         diagonal = indptr[j]
         x0 = work[j, 0] * values[diagonal, 0]
         x1 = work[j, 1] * values[diagonal, 1]
@@ -619,7 +676,9 @@ def _forward_top(indptr, indices, values, work, top, spills):
         for i in range(n - top):
             for t in range(3):
                 work[top + i, t] += spills[q, i, t]
+    ahead, final = indptr[top], len(indices) - 1
     for j in range(top, n):
+        ahead = _prefetch_up_to(values, indices, ahead, min(indptr[j + 1] + PREFETCH_AHEAD, final), 4)
         diagonal = indptr[j]
         x0 = work[j, 0] * values[diagonal, 0]
         x1 = work[j, 1] * values[diagonal, 1]
@@ -636,7 +695,9 @@ def _forward_top(indptr, indices, values, work, top, spills):
 def _backward(indptr, indices, values, work, first, end):
     """Backward sweep ``L^T x = y`` over columns ``end - 1`` down to ``first``, gathering column j of L
     (its rows are solved already: rows below, in the same part or in the top); two sums in flight."""
+    ahead = indptr[end] - 1
     for j in range(end - 1, first - 1, -1):
+        ahead = _prefetch_down_to(values, indices, ahead, max(indptr[j] - PREFETCH_AHEAD, 0), 4)
         diagonal = indptr[j]
         a0, a1, a2 = work[j, 0], work[j, 1], work[j, 2]
         b0 = b1 = b2 = a0 * 0  # of the work dtype
@@ -700,7 +761,9 @@ def _product(indptr, indices, values, vector, out):
         out[j, 0] = values[last, 0] * vector[j, 0]
         out[j, 1] = values[last, 1] * vector[j, 1]
         out[j, 2] = values[last, 2] * vector[j, 2]
+    ahead, final = 0, len(indices) - 1
     for j in range(n):
+        ahead = _prefetch_up_to(values, indices, ahead, min(indptr[j + 1] + PREFETCH_AHEAD, final), 2)
         v0, v1, v2 = vector[j, 0], vector[j, 1], vector[j, 2]
         s0 = s1 = s2 = 0.0
         for p in range(indptr[j], indptr[j + 1] - 1):
