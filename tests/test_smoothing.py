@@ -336,8 +336,10 @@ class TestSolversAgree:
         assert _relative(x, cg.smooth(z, normalize=False)) <= 1e-6
 
     @pytest.mark.parametrize("channels", ("per_channel", "joint"))
-    def test_direct_solver_threads_give_same_result(self, channels):
-        # DirectSolver spreads its systems over torch.get_num_threads() threads
+    def test_direct_solver_threads_give_same_result(self, channels, monkeypatch):
+        # DirectSolver spreads its systems over torch.get_num_threads() threads, when each gets enough work
+        from smoothadv.smoothing import solvers
+
         guide, z = _random_guide((3, 3, 6, 7)), _random_signal((3, 3, 6, 7))
         config = Smoothing(channels=channels, solver="direct")
         previous = torch.get_num_threads()
@@ -345,7 +347,11 @@ class TestSolversAgree:
             torch.set_num_threads(1)
             sequential = config.prepare(guide)(z)
             torch.set_num_threads(4)
-            threaded = config.prepare(guide)(z)
+            assert len(config.prepare(guide).solver.spans) == 1  # too little work to split
+            monkeypatch.setattr(solvers, "MIN_VALUES_PER_THREAD", 1)
+            smoother = config.prepare(guide)
+            assert len(smoother.solver.spans) == (3 if channels == "joint" else 4)
+            threaded = smoother(z)
         finally:
             torch.set_num_threads(previous)
         torch.testing.assert_close(threaded, sequential, rtol=0, atol=0)

@@ -446,7 +446,8 @@ def solve(pattern: GridPattern, factor: np.ndarray, rhs: np.ndarray) -> np.ndarr
     """
     work = np.ascontiguousarray(rhs[:, pattern.order].T, dtype=np.float64)  # (n, K), eliminated order
     buffer = np.empty((max(pattern.max_rows_below, 1), work.shape[1]), np.float64)
-    _supernodal_solve(pattern.factor_indptr, pattern.factor_indices, factor, pattern.supernodes, work, buffer)
+    _supernodal_solve(pattern.factor_indptr, pattern.factor_indices, np.ascontiguousarray(factor),
+                      pattern.supernodes, work, buffer)
     out = np.empty_like(rhs, dtype=np.float64)
     out[:, pattern.order] = work.T
     return out
@@ -625,6 +626,16 @@ def _prefetch_up_to(values, indices, position, target, step):
         _prefetch(values, position)
         if position & 15 < step:
             _prefetch(indices, position)
+        position += step
+    return position
+
+
+@njit(inline="always")
+def _prefetch_lines(flat, position, target, step):
+    """Prefetch ``flat[position:target:step]`` of a 1-d array (``step`` elements: a cache line); returns
+    ``target`` (or where it stopped past it), walking up, or down when ``step`` < 0."""
+    while (position < target) if step > 0 else (position > target):
+        _prefetch(flat, position)
         position += step
     return position
 
@@ -843,8 +854,12 @@ def _supernodal_solve(factor_indptr, factor_indices, factor_values, supernodes, 
     k_count = work.shape[1]
     count = len(supernodes) - 1
     accumulator = np.empty(k_count)
+    flat = factor_values.reshape(-1)  # each supernode's entries are contiguous: prefetch it and 4 KB more
+    line, ahead = 8, 512
+    position = 0
     for s in range(count):  # forward: L y = b
         first, end = supernodes[s], supernodes[s + 1]
+        position = _prefetch_lines(flat, position, min(factor_indptr[end] * k_count + ahead, len(flat)), line)
         start_below = factor_indptr[end - 1] + 1
         rows_below = factor_indptr[end] - start_below
         for j in range(first, end):
@@ -865,8 +880,10 @@ def _supernodal_solve(factor_indptr, factor_indices, factor_values, supernodes, 
                 row = factor_indices[start_below + m]
                 for t in range(k_count):
                     work[row, t] -= below[m, t]
+    position = len(flat) - 1
     for s in range(count - 1, -1, -1):  # backward: L^T x = y
         first, end = supernodes[s], supernodes[s + 1]
+        position = _prefetch_lines(flat, position, max(factor_indptr[first] * k_count - ahead, -1), -line)
         start_below = factor_indptr[end - 1] + 1
         rows_below = factor_indptr[end] - start_below
         for m in range(rows_below):

@@ -192,6 +192,11 @@ class DirectSolver(LaplacianSolver):
 #: ``tol`` (memory traffic bounds their solves). Measured in ``docs/smoothing.md``.
 EXACT_MAX_PIXELS = 4096
 
+#: Fewest factor values (graphs x nnz(L)) an exact solve gives each thread: below this (an MNIST batch of a
+#: few hundred), starting the threads, and torch's OpenMP workers still spinning on the other cores after
+#: the classifier, cost more than the split saves. Measured in ``docs/smoothing.md``.
+MIN_VALUES_PER_THREAD = 2**21
+
 
 class CholeskySolver(DirectSolver):
     """The batched grid Cholesky of :mod:`smoothadv.smoothing.cholesky` (see :class:`DirectSolver`).
@@ -231,7 +236,10 @@ class CholeskySolver(DirectSolver):
             self._make = self._lane_factor
         else:
             values = _batched_matrix_values(graph, self.pattern, alpha)  # (nnz(A), B * G)
-            self.spans = _spans(self.batch * self.groups, torch.get_num_threads())
+            graphs = self.batch * self.groups
+            threads = max(1, min(torch.get_num_threads(), graphs * self.pattern.factor_nonzeros
+                                 // MIN_VALUES_PER_THREAD))
+            self.spans = _spans(graphs, threads)
             exact = _thread_map(lambda span: cholesky.factorize(self.pattern, values[:, span]), self.spans)
             self._make = lambda repeat: [np.repeat(part, repeat, axis=1) for part in exact]
             self._factors[1] = exact
