@@ -791,61 +791,74 @@ def _product(indptr, indices, values, vector, out):
 
 
 @njit(**_SOLVE_OPTIONS)
-def _residual_norms(rhs, product, residual, norms):
-    """``residual <- rhs - product`` and its (3,) column norms."""
-    norms[:] = 0.0
-    for j in range(rhs.shape[0]):
-        for t in range(3):
-            residual[j, t] = rhs[j, t] - product[j, t]
-            norms[t] += residual[j, t] * residual[j, t]
-    for t in range(3):
-        norms[t] = np.sqrt(norms[t])
+def _residual_norms(rhs, product, residual, norms, rhs_norms):
+    """``residual <- rhs - product``, and the (3,) column norms of residual and of rhs; all (n, 3)
+    C-contiguous, walked flat with two sums per lane in flight (one chain of sums is bound by the latency
+    of the additions, not by memory)."""
+    a, b, r = rhs.reshape(-1), product.reshape(-1), residual.reshape(-1)
+    s0 = s1 = s2 = s3 = s4 = s5 = 0.0  # lane t sums in s_t and s_(t+3)
+    q0 = q1 = q2 = q3 = q4 = q5 = 0.0
+    i, m = 0, a.shape[0]
+    while i + 6 <= m:
+        d0, d1, d2 = a[i] - b[i], a[i + 1] - b[i + 1], a[i + 2] - b[i + 2]
+        d3, d4, d5 = a[i + 3] - b[i + 3], a[i + 4] - b[i + 4], a[i + 5] - b[i + 5]
+        r[i], r[i + 1], r[i + 2], r[i + 3], r[i + 4], r[i + 5] = d0, d1, d2, d3, d4, d5
+        s0, s1, s2 = s0 + d0 * d0, s1 + d1 * d1, s2 + d2 * d2
+        s3, s4, s5 = s3 + d3 * d3, s4 + d4 * d4, s5 + d5 * d5
+        q0, q1, q2 = q0 + a[i] * a[i], q1 + a[i + 1] * a[i + 1], q2 + a[i + 2] * a[i + 2]
+        q3, q4, q5 = q3 + a[i + 3] * a[i + 3], q4 + a[i + 4] * a[i + 4], q5 + a[i + 5] * a[i + 5]
+        i += 6
+    if i < m:  # an odd number of rows: one left
+        d0, d1, d2 = a[i] - b[i], a[i + 1] - b[i + 1], a[i + 2] - b[i + 2]
+        r[i], r[i + 1], r[i + 2] = d0, d1, d2
+        s0, s1, s2 = s0 + d0 * d0, s1 + d1 * d1, s2 + d2 * d2
+        q0, q1, q2 = q0 + a[i] * a[i], q1 + a[i + 1] * a[i + 1], q2 + a[i + 2] * a[i + 2]
+    norms[0], norms[1], norms[2] = np.sqrt(s0 + s3), np.sqrt(s1 + s4), np.sqrt(s2 + s5)
+    rhs_norms[0], rhs_norms[1], rhs_norms[2] = np.sqrt(q0 + q3), np.sqrt(q1 + q4), np.sqrt(q2 + q5)
 
 
 @njit(**_SOLVE_OPTIONS)
 def _start_refinement(rhs, solution, product, residual, warm, rhs_norms, norms):
     """The (3,) norms of rhs and of the residual of the start: ``solution`` and its ``product`` when
     ``warm`` (zero for each lane where that is worse than zero), else zero."""
-    rhs_norms[:] = 0.0
-    for j in range(rhs.shape[0]):
-        for t in range(3):
-            rhs_norms[t] += rhs[j, t] * rhs[j, t]
-    for t in range(3):
-        rhs_norms[t] = np.sqrt(rhs_norms[t])
-    if warm:
-        _residual_norms(rhs, product, residual, norms)
-        for t in range(3):
-            if not norms[t] < rhs_norms[t]:  # the start is worse than zero: start from zero
-                for j in range(rhs.shape[0]):
-                    solution[j, t] = 0.0
-                    product[j, t] = 0.0
-                    residual[j, t] = rhs[j, t]
-                norms[t] = rhs_norms[t]
-    else:
+    if not warm:
         solution[:] = 0.0
         product[:] = 0.0
-        residual[:] = rhs
-        norms[:] = rhs_norms
+    _residual_norms(rhs, product, residual, norms, rhs_norms)
+    for t in range(3):
+        if warm and not norms[t] < rhs_norms[t]:  # the start is worse than zero: start from zero
+            for j in range(rhs.shape[0]):
+                solution[j, t] = 0.0
+                product[j, t] = 0.0
+                residual[j, t] = rhs[j, t]
+            norms[t] = rhs_norms[t]
 
 
 @njit(**_SOLVE_OPTIONS)
 def _scale_residual(residual, norms, work):
     """``work <- residual / norm`` per lane, in the factor's dtype: no overflow, no underflow."""
-    for t in range(3):
-        scale = 1.0 / norms[t] if norms[t] > 0.0 else 1.0
-        for j in range(residual.shape[0]):
-            work[j, t] = residual[j, t] * scale
+    scale0 = 1.0 / norms[0] if norms[0] > 0.0 else 1.0
+    scale1 = 1.0 / norms[1] if norms[1] > 0.0 else 1.0
+    scale2 = 1.0 / norms[2] if norms[2] > 0.0 else 1.0
+    for j in range(residual.shape[0]):
+        work[j, 0] = residual[j, 0] * scale0
+        work[j, 1] = residual[j, 1] * scale1
+        work[j, 2] = residual[j, 2] * scale2
 
 
 @njit(**_SOLVE_OPTIONS)
 def _apply_correction(work, norms, solution, matrix_indptr, matrix_indices, matrix_values, rhs, product,
                       residual):
     """``solution += work * norm`` per lane, then its product with A and the new residual and norms."""
+    scale0 = norms[0] if norms[0] > 0.0 else 1.0
+    scale1 = norms[1] if norms[1] > 0.0 else 1.0
+    scale2 = norms[2] if norms[2] > 0.0 else 1.0
     for j in range(solution.shape[0]):
-        for t in range(3):
-            solution[j, t] += work[j, t] * (norms[t] if norms[t] > 0.0 else 1.0)
+        solution[j, 0] += work[j, 0] * scale0
+        solution[j, 1] += work[j, 1] * scale1
+        solution[j, 2] += work[j, 2] * scale2
     _product(matrix_indptr, matrix_indices, matrix_values, solution, product)
-    _residual_norms(rhs, product, residual, norms)
+    _residual_norms(rhs, product, residual, norms, np.empty(3))
 
 
 @njit(**_SOLVE_OPTIONS)
@@ -855,7 +868,7 @@ def _supernodal_solve(factor_indptr, factor_indices, factor_values, supernodes, 
     count = len(supernodes) - 1
     accumulator = np.empty(k_count)
     flat = factor_values.reshape(-1)  # each supernode's entries are contiguous: prefetch it and 4 KB more
-    line, ahead = 8, 512
+    line, ahead = 64 // factor_values.itemsize, 4096 // factor_values.itemsize
     position = 0
     for s in range(count):  # forward: L y = b
         first, end = supernodes[s], supernodes[s + 1]
