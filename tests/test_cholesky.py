@@ -273,3 +273,29 @@ class TestDirectSolverPaths:
         matrix = assemble_dense(graph, 0.997)[:, 0]  # (B, n, n)
         residual = (matrix @ solver.solve(rhs).reshape(2, -1, 1) - rhs.reshape(2, -1, 1)).squeeze(-1)
         assert float((residual.norm(dim=1) / rhs.reshape(2, -1).norm(dim=1)).max()) <= 1e-6
+
+    @pytest.mark.parametrize(("variable", "value", "yields"), [
+        (None, None, False), ("OMP_WAIT_POLICY", "PASSIVE", True), ("OMP_WAIT_POLICY", "active", False),
+        ("GOMP_SPINCOUNT", "10000", True), ("GOMP_SPINCOUNT", "300000", False),
+        ("GOMP_SPINCOUNT", "x", False),
+        ("KMP_BLOCKTIME", "0", True), ("KMP_BLOCKTIME", "200", False),
+    ])
+    def test_sweeps_run_in_parts_only_when_openmp_workers_yield(self, monkeypatch, variable, value, yields):
+        for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME"):
+            monkeypatch.delenv(name, raising=False)
+        if variable is not None:
+            monkeypatch.setenv(variable, value)
+        guide = torch.rand(1, 3, 72, 72, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+        z = torch.randn(guide.shape, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+        previous = torch.get_num_threads()
+        try:
+            torch.set_num_threads(2)
+            smoother = Smoothing(alpha=0.997, solver="direct").prepare(guide)  # one group of three graphs
+            out = smoother(z)
+        finally:
+            torch.set_num_threads(previous)
+        assert smoother.solver.refined
+        assert smoother.solver.factors(1).pattern.parts == (2 if yields else 1)
+        residual = (smoother.matvec(smoother.smooth(z, normalize=False)) - z).flatten(2).norm(dim=2)
+        assert float((residual / z.flatten(2).norm(dim=2)).max()) <= 1e-6
+        assert torch.isfinite(out).all()

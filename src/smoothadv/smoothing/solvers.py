@@ -24,6 +24,7 @@ The solvers share one interface (:class:`LaplacianSolver`) and one registry (:da
 from __future__ import annotations
 
 import math
+import os
 from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
 
@@ -248,13 +249,11 @@ class CholeskySolver(DirectSolver):
         self.last_passes = 0
 
     def _lane_factor(self, repeat: int) -> cholesky.LaneFactor:
-        """The float32 factors, three graphs side by side. When the groups of three are fewer than
-        ``torch.get_num_threads()``, each sweep is cut into parts that run at once, enough to use the
-        threads (the count is fixed here, when the factors are built)."""
+        """The float32 factors, three graphs side by side, each sweep cut into :func:`sweep_parts` parts
+        (fixed here, when the factors are built)."""
         height, width = self.graph.normalized_weights.shape[-2:]
         groups = -(-self.batch * self.groups * repeat // cholesky.LANES)
-        parts = max(1, torch.get_num_threads() // groups)
-        pattern = cholesky.grid_pattern(height, width, tuple(self.graph.offsets), parts)
+        pattern = cholesky.grid_pattern(height, width, tuple(self.graph.offsets), sweep_parts(groups))
         values = _batched_matrix_values(self.graph, pattern, self.alpha)
         return cholesky.LaneFactor(pattern, np.repeat(values, repeat, axis=1))
 
@@ -344,6 +343,34 @@ def _batched_matrix_values(graph: PixelGraph, pattern, alpha: float) -> np.ndarr
     off_diagonal = source >= 0
     values[off_diagonal] = (-alpha * scale) * flat[:, source[off_diagonal]].T
     return values
+
+
+#: Environment settings under which the OpenMP runtime behind torch lets its idle workers sleep soon after a
+#: parallel region (GNU: at most this many spins; LLVM/Intel: a block time of 0) instead of spinning on the
+#: cores for milliseconds.
+YIELDING_SPIN_COUNT = 100_000
+
+
+def openmp_workers_yield() -> bool:
+    """Whether the environment asks torch's OpenMP workers to yield their cores soon after each parallel
+    region: ``OMP_WAIT_POLICY=passive``, ``GOMP_SPINCOUNT`` at most :data:`YIELDING_SPIN_COUNT`, or
+    ``KMP_BLOCKTIME=0`` (read by the runtime when torch loads it: set before Python starts)."""
+    if os.environ.get("OMP_WAIT_POLICY", "").strip().lower() == "passive":
+        return True
+    if os.environ.get("KMP_BLOCKTIME", "").strip() == "0":
+        return True
+    spins = os.environ.get("GOMP_SPINCOUNT", "").strip()
+    return spins.isdigit() and int(spins) <= YIELDING_SPIN_COUNT
+
+
+def sweep_parts(groups: int) -> int:
+    """Parts of each refined sweep that run at once, for ``groups`` groups of three graphs: enough to use
+    ``torch.get_num_threads()`` when the groups are fewer, but only when :func:`openmp_workers_yield`.
+    Otherwise torch's workers, spinning after the classifier's last parallel region, hold the cores the
+    parts need, and parts measured slower than one sweep (``docs/smoothing.md``, "Two threads")."""
+    if not openmp_workers_yield():
+        return 1
+    return max(1, torch.get_num_threads() // groups)
 
 
 def _extrapolate(history: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray] | None:
