@@ -681,25 +681,13 @@ def _forward_part(indptr, indices, values, work, first, end, split, top, spill):
 @njit(**_SOLVE_OPTIONS)
 def _forward_top(indptr, indices, values, work, top, spills):
     """The parts' updates of the top rows (spills (P, n - top, 3)) added, then the forward sweep over the
-    top columns."""
+    top columns (a part whose entries all stay in ``work``)."""
     n = work.shape[0]
     for q in range(spills.shape[0]):
         for i in range(n - top):
             for t in range(3):
                 work[top + i, t] += spills[q, i, t]
-    ahead, final = indptr[top], len(indices) - 1
-    for j in range(top, n):
-        ahead = _prefetch_up_to(values, indices, ahead, min(indptr[j + 1] + PREFETCH_AHEAD, final), 4)
-        diagonal = indptr[j]
-        x0 = work[j, 0] * values[diagonal, 0]
-        x1 = work[j, 1] * values[diagonal, 1]
-        x2 = work[j, 2] * values[diagonal, 2]
-        work[j, 0], work[j, 1], work[j, 2] = x0, x1, x2
-        for p in range(diagonal + 1, indptr[j + 1]):
-            i = indices[p]
-            work[i, 0] -= values[p, 0] * x0
-            work[i, 1] -= values[p, 1] * x1
-            work[i, 2] -= values[p, 2] * x2
+    _forward_part(indptr, indices, values, work, top, n, indptr[1:], n, spills[0, :0])
 
 
 @njit(**_SOLVE_OPTIONS)
