@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -365,7 +366,8 @@ class LaneFactor:
 
     def solve_group(self, group: int, rhs: np.ndarray, solution: np.ndarray, product: np.ndarray, *,
                     warm: bool, tol: float, max_passes: int) -> tuple[int, np.ndarray]:
-        """Refine ``solution`` towards ``A^-1 rhs`` for one group, in place (all (n, LANES) float64, packed).
+        """Refine ``solution`` towards ``A^-1 rhs`` for one group, in place (all (n, LANES) float64, packed,
+        C-contiguous: the slices of :meth:`pack`'s output are).
 
         Args:
             rhs: right-hand sides.
@@ -414,7 +416,10 @@ def _at_once(tasks: list) -> None:
     others on a pool kept for the process (a task never waits on another, so the pool cannot deadlock)."""
     global _POOL
     if len(tasks) > 1 and _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="smoothadv-sweep")
+        with _POOL_LOCK:  # groups on several threads may get here at once
+            if _POOL is None:
+                _POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 1,
+                                           thread_name_prefix="smoothadv-sweep")
     pending = [_POOL.submit(task) for task in tasks[1:]]
     tasks[0]()
     for future in pending:
@@ -422,6 +427,7 @@ def _at_once(tasks: list) -> None:
 
 
 _POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
 
 
 def extrapolate(previous: np.ndarray, last: np.ndarray) -> np.ndarray:

@@ -354,7 +354,9 @@ YIELDING_SPIN_COUNT = 100_000
 def openmp_workers_yield() -> bool:
     """Whether the environment asks torch's OpenMP workers to yield their cores soon after each parallel
     region: ``OMP_WAIT_POLICY=passive``, ``GOMP_SPINCOUNT`` at most :data:`YIELDING_SPIN_COUNT`, or
-    ``KMP_BLOCKTIME=0`` (read by the runtime when torch loads it: set before Python starts)."""
+    ``KMP_BLOCKTIME=0``. The runtime reads them once, when torch loads it, so they must be set before
+    Python starts; this reads ``os.environ`` now, and a variable set later makes it answer yes while the
+    workers still spin."""
     if os.environ.get("OMP_WAIT_POLICY", "").strip().lower() == "passive":
         return True
     if os.environ.get("KMP_BLOCKTIME", "").strip() == "0":
