@@ -3,13 +3,12 @@
 Every ``L_alpha`` of a batch (one per image, or per image and channel) has the same sparsity pattern: the
 pixel grid and its neighbourhood. Only the weights differ. So the symbolic work is done once per image
 size and neighbourhood (:func:`grid_pattern`, cached): a fill-reducing ordering, the elimination tree, the
-pattern of the factor and its supernodes. The numeric factorisation and the triangular solves then run on
+pattern of the factor. The numeric factorisation and the triangular solves then run on
 many matrices at once, the values of each factor entry stored side by side, so that one index read serves
 them all. Two solve methods:
 
-* :func:`solve`, float64, exact to rounding: all K matrices of a batch in one walk of the factor by
-  supernodes (runs of columns sharing one row pattern below their diagonal block). For small images
-  (an MNIST batch), whose factors stay in cache.
+* :func:`solve`, float64, exact to rounding: all K matrices of a batch in one walk of the factor, their
+  values side by side. For small images (an MNIST batch), whose factors stay in cache.
 * :class:`LaneFactor`, for large images: the triangular solves are bound by memory traffic there (the
   factor of a 224x224 image does not stay in cache while a classifier runs between two solves), so the
   factor is stored in float32, without the entries below float32's resolution, three matrices (the
@@ -59,8 +58,6 @@ class GridPattern:
             ``(offset, y, x)`` map of weights, or ``-1`` for the diagonal.
         parent: (n,) elimination tree.
         factor_indptr, factor_indices: pattern of the lower factor L, column by column, rows ascending.
-        supernodes: (S + 1,) first column of each supernode (runs of columns sharing one row pattern below
-            their diagonal block), then n.
         ordering: name of the ordering used (``"minimum degree"`` or ``"nested dissection"``).
         part_bounds: (P + 1,) the columns of part q are ``part_bounds[q]:part_bounds[q + 1]``; the columns
             from ``part_bounds[-1]`` on (the top) are their common ancestors in the elimination tree. A
@@ -76,7 +73,6 @@ class GridPattern:
     parent: np.ndarray
     factor_indptr: np.ndarray
     factor_indices: np.ndarray
-    supernodes: np.ndarray
     ordering: str
     part_bounds: np.ndarray
 
@@ -94,12 +90,6 @@ class GridPattern:
     def factor_nonzeros(self) -> int:
         """Entries of L (diagonal included) for one matrix."""
         return int(self.factor_indptr[-1])
-
-    @property
-    def max_rows_below(self) -> int:
-        """Largest row count below a supernode's diagonal block (size of the solve's gather buffer)."""
-        last = self.supernodes[1:] - 1
-        return int((self.factor_indptr[last + 1] - self.factor_indptr[last] - 1).max(initial=0))
 
 
 @functools.lru_cache(maxsize=16)
@@ -146,12 +136,9 @@ def _analyse(order, rows, cols, source, ordering: str, part_sizes: np.ndarray) -
     factor_indptr = np.zeros(n + 1, np.int64)
     np.cumsum(counts, out=factor_indptr[1:])
     factor_indices = _factor_pattern(n, indptr, indices, parent, factor_indptr)
-    # column j + 1 continues the supernode of j when L[:, j] = {j} + L[:, j + 1] (same rows below)
-    continues = (parent[:-1] == np.arange(1, n)) & (counts[:-1] == counts[1:] + 1)
-    supernodes = np.concatenate([[0], np.flatnonzero(~continues) + 1, [n]]).astype(np.int64)
     part_bounds = np.concatenate([[0], np.cumsum(part_sizes)]).astype(np.int64)
     return GridPattern(n, order, indptr, indices, matrix_source, parent, factor_indptr, factor_indices,
-                       supernodes, ordering, part_bounds)
+                       ordering, part_bounds)
 
 
 def _partition(parent: np.ndarray, counts: np.ndarray, parts: int) -> np.ndarray:
@@ -437,25 +424,27 @@ def extrapolate(previous: np.ndarray, last: np.ndarray) -> np.ndarray:
     return out
 
 
-def solve(pattern: GridPattern, factor: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+def solve(pattern: GridPattern, factor: np.ndarray, rhs: np.ndarray, out: np.ndarray | None = None
+          ) -> np.ndarray:
     """``A^{-1} rhs`` for each of the K matrices, given their float64 factors, exact to rounding: one
-    triangular-solve pair, all K matrices in one walk of the factor by supernodes (the method for small
-    images, where a batch holds many matrices and the factor stays in cache).
+    triangular-solve pair, all K matrices in one walk of the factor, column by column (the method for
+    small images, where a batch holds many matrices and one index read serves them all).
 
     Args:
         pattern: from :func:`grid_pattern`.
         factor: (nnz(L), K) from :func:`factorize`.
         rhs: (K, n) right-hand sides in pixel order (one per matrix), any float dtype.
+        out: (K, n) where to write the solutions (rounded to its dtype); None makes a float64 array.
 
     Returns:
-        (K, n) float64 solutions in pixel order.
+        (K, n) solutions in pixel order: ``out``, or a new float64 array.
     """
-    work = np.ascontiguousarray(rhs[:, pattern.order].T, dtype=np.float64)  # (n, K), eliminated order
-    buffer = np.empty((max(pattern.max_rows_below, 1), work.shape[1]), np.float64)
-    _supernodal_solve(pattern.factor_indptr, pattern.factor_indices, np.ascontiguousarray(factor),
-                      pattern.supernodes, work, buffer)
-    out = np.empty_like(rhs, dtype=np.float64)
-    out[:, pattern.order] = work.T
+    work = np.empty((1, pattern.size, rhs.shape[0]))  # (n, K) in elimination order, one lane per matrix
+    _pack(rhs, pattern.order, work)
+    _column_solve(pattern.factor_indptr, pattern.factor_indices, np.ascontiguousarray(factor), work[0])
+    if out is None:
+        out = np.empty(rhs.shape)
+    _unpack(work, pattern.order, out)
     return out
 
 
@@ -734,11 +723,12 @@ def _extrapolate(previous, last, out):
 
 @njit(**_SOLVE_OPTIONS)
 def _pack(rhs, order, packed):
-    """``packed[g, i, t] = rhs[3 g + t, order[i]]``, zero past the K rows of rhs."""
-    count = rhs.shape[0]
+    """``packed[g, i, t] = rhs[lanes g + t, order[i]]`` (lanes = ``packed.shape[2]``), zero past the K
+    rows of rhs."""
+    count, lanes = rhs.shape[0], packed.shape[2]
     for g in range(packed.shape[0]):
-        for t in range(3):
-            row = 3 * g + t
+        for t in range(lanes):
+            row = lanes * g + t
             if row < count:
                 for i in range(packed.shape[1]):
                     packed[g, i, t] = rhs[row, order[i]]
@@ -750,8 +740,9 @@ def _pack(rhs, order, packed):
 @njit(**_SOLVE_OPTIONS)
 def _unpack(packed, order, out):
     """Inverse of :func:`_pack` for the K rows of ``out``."""
+    lanes = packed.shape[2]
     for row in range(out.shape[0]):
-        g, t = row // 3, row % 3
+        g, t = row // lanes, row % lanes
         for i in range(packed.shape[1]):
             out[row, order[i]] = packed[g, i, t]
 
@@ -856,56 +847,30 @@ def _apply_correction(work, norms, solution, matrix_indptr, matrix_indices, matr
 
 
 @njit(**_SOLVE_OPTIONS)
-def _supernodal_solve(factor_indptr, factor_indices, factor_values, supernodes, work, below):
-    """``work <- L^-T L^-1 work`` in place; work (n, K) in elimination order, below a (rows, K) buffer."""
-    k_count = work.shape[1]
-    count = len(supernodes) - 1
-    accumulator = np.empty(k_count)
-    flat = factor_values.reshape(-1)  # each supernode's entries are contiguous: prefetch it and 4 KB more
+def _column_solve(factor_indptr, factor_indices, factor_values, work):
+    """``work <- L^-T L^-1 work`` in place; work (n, K) in elimination order, factor_values (nnz(L), K)."""
+    n, k_count = work.shape
+    flat = factor_values.reshape(-1)  # each column's entries are contiguous: prefetch it and 4 KB more
     line, ahead = 64 // factor_values.itemsize, 4096 // factor_values.itemsize
     position = 0
-    for s in range(count):  # forward: L y = b
-        first, end = supernodes[s], supernodes[s + 1]
-        position = _prefetch_lines(flat, position, min(factor_indptr[end] * k_count + ahead, len(flat)), line)
-        start_below = factor_indptr[end - 1] + 1
-        rows_below = factor_indptr[end] - start_below
-        for j in range(first, end):
-            diagonal = factor_indptr[j]
+    for j in range(n):  # forward: L y = b
+        start, end = factor_indptr[j], factor_indptr[j + 1]
+        position = _prefetch_lines(flat, position, min(end * k_count + ahead, len(flat)), line)
+        for t in range(k_count):
+            work[j, t] /= factor_values[start, t]
+        for entry in range(start + 1, end):
+            row = factor_indices[entry]
             for t in range(k_count):
-                work[j, t] /= factor_values[diagonal, t]
-            for q in range(1, end - j):
-                for t in range(k_count):
-                    work[j + q, t] -= factor_values[diagonal + q, t] * work[j, t]
-        if rows_below > 0:
-            below[:rows_below] = 0.0
-            for j in range(first, end):
-                offset = factor_indptr[j] + end - j
-                for m in range(rows_below):
-                    for t in range(k_count):
-                        below[m, t] += factor_values[offset + m, t] * work[j, t]
-            for m in range(rows_below):
-                row = factor_indices[start_below + m]
-                for t in range(k_count):
-                    work[row, t] -= below[m, t]
+                work[row, t] -= factor_values[entry, t] * work[j, t]
     position = len(flat) - 1
-    for s in range(count - 1, -1, -1):  # backward: L^T x = y
-        first, end = supernodes[s], supernodes[s + 1]
-        position = _prefetch_lines(flat, position, max(factor_indptr[first] * k_count - ahead, -1), -line)
-        start_below = factor_indptr[end - 1] + 1
-        rows_below = factor_indptr[end] - start_below
-        for m in range(rows_below):
-            row = factor_indices[start_below + m]
+    accumulator = np.empty(k_count)
+    for j in range(n - 1, -1, -1):  # backward: L^T x = y
+        start, end = factor_indptr[j], factor_indptr[j + 1]
+        position = _prefetch_lines(flat, position, max(start * k_count - ahead, -1), -line)
+        accumulator[:] = 0.0
+        for entry in range(start + 1, end):
+            row = factor_indices[entry]
             for t in range(k_count):
-                below[m, t] = work[row, t]
-        for j in range(end - 1, first - 1, -1):
-            diagonal = factor_indptr[j]
-            offset = diagonal + end - j
-            accumulator[:] = 0.0
-            for m in range(rows_below):
-                for t in range(k_count):
-                    accumulator[t] += factor_values[offset + m, t] * below[m, t]
-            for q in range(1, end - j):
-                for t in range(k_count):
-                    accumulator[t] += factor_values[diagonal + q, t] * work[j + q, t]
-            for t in range(k_count):
-                work[j, t] = (work[j, t] - accumulator[t]) / factor_values[diagonal, t]
+                accumulator[t] += factor_values[entry, t] * work[row, t]
+        for t in range(k_count):
+            work[j, t] = (work[j, t] - accumulator[t]) / factor_values[start, t]

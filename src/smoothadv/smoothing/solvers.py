@@ -277,7 +277,7 @@ class CholeskySolver(DirectSolver):
 
             def run_exact(index):
                 rows = slice(self.spans[index].start * repeat, self.spans[index].stop * repeat)
-                out[rows] = cholesky.solve(self.pattern, parts[index], systems[rows])
+                cholesky.solve(self.pattern, parts[index], systems[rows], out=out[rows])
 
             _thread_map(run_exact, list(range(len(self.spans))))
             return out
