@@ -15,7 +15,7 @@ ordering of an image size) happens in a warm-up. Runs alternate so that load fro
 both alike; ratios are medians of the per-pair ratios.
 
 Usage: python benchmarks/attacks.py [--repeats 5] [--threads 1 2] [--budget-repeats 1]
-       [--rows per_iteration budget] [--json]
+       [--rows per_iteration budget] [--settings mnist imagenet] [--json]
 """
 
 from __future__ import annotations
@@ -151,6 +151,8 @@ def main() -> None:
                         help="pairs at the preset budget (9 x 100 at 224x224; 0 skips it)")
     parser.add_argument("--rows", nargs="+", choices=("per_iteration", "budget"),
                         default=["per_iteration", "budget"])
+    parser.add_argument("--settings", nargs="+", choices=("mnist", "imagenet"), default=["mnist", "imagenet"],
+                        help="the per-iteration rows to run (the budget row is ImageNet's)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -158,13 +160,13 @@ def main() -> None:
     for threads in args.threads:
         torch.set_num_threads(threads)
         measured = []
-        if "per_iteration" in args.rows:
-            measured += [
-                ("per_iteration", compare(mnist_setup, "mnist", batch=100, steps=100, repeats=args.repeats)),
-                ("per_iteration", compare(imagenet_setup, "imagenet", batch=1, steps=args.imagenet_steps,
-                                          repeats=args.repeats)),
-            ]
-        if "budget" in args.rows and args.budget_repeats > 0:
+        if "per_iteration" in args.rows and "mnist" in args.settings:
+            measured.append(
+                ("per_iteration", compare(mnist_setup, "mnist", batch=100, steps=100, repeats=args.repeats)))
+        if "per_iteration" in args.rows and "imagenet" in args.settings:
+            measured.append(("per_iteration", compare(imagenet_setup, "imagenet", batch=1,
+                                                      steps=args.imagenet_steps, repeats=args.repeats)))
+        if "budget" in args.rows and args.budget_repeats > 0 and "imagenet" in args.settings:
             measured.append(("budget", compare(imagenet_setup, "imagenet", batch=1, steps=100,
                                                repeats=args.budget_repeats, binary_search_steps=9)))
         for kind, row in measured:
