@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from smoothadv.core.errors import SmoothAdvError
-from smoothadv.smoothing import Smoothing, build_graph, cholesky
+from smoothadv.smoothing import Smoothing, build_graph, cholesky, team
 from smoothadv.smoothing.graph import NEIGHBOUR_OFFSETS
 from smoothadv.smoothing.solvers import _batched_matrix_values, assemble_dense, make_solver
 
@@ -288,7 +288,18 @@ class TestDirectSolverPaths:
         ("GOMP_SPINCOUNT", "x", False),
         ("KMP_BLOCKTIME", "0", True), ("KMP_BLOCKTIME", "200", False),
     ])
-    def test_sweeps_run_in_parts_only_when_openmp_workers_yield(self, monkeypatch, variable, value, yields):
+    def test_without_torchs_team_parts_only_when_openmp_workers_yield(self, monkeypatch, variable, value,
+                                                                      yields):
+        monkeypatch.setattr(team, "available", lambda: False)
+        self._check_parts(monkeypatch, variable, value, 2 if yields else 1)
+
+    @pytest.mark.skipif(not team.available(), reason="torch's OpenMP runtime not found")
+    @pytest.mark.parametrize(("variable", "value"), [(None, None), ("GOMP_SPINCOUNT", "300000")])
+    def test_on_torchs_team_sweeps_always_run_in_parts(self, monkeypatch, variable, value):
+        self._check_parts(monkeypatch, variable, value, 2)
+
+    @staticmethod
+    def _check_parts(monkeypatch, variable, value, parts):
         for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME"):
             monkeypatch.delenv(name, raising=False)
         if variable is not None:
@@ -303,7 +314,71 @@ class TestDirectSolverPaths:
         finally:
             torch.set_num_threads(previous)
         assert smoother.solver.refined
-        assert smoother.solver.factors(1).pattern.parts == (2 if yields else 1)
+        assert smoother.solver.factors(1).pattern.parts == parts
         residual = (smoother.matvec(smoother.smooth(z, normalize=False)) - z).flatten(2).norm(dim=2)
         assert float((residual / z.flatten(2).norm(dim=2)).max()) <= 1e-6
         assert torch.isfinite(out).all()
+
+
+@pytest.mark.skipif(not team.available(), reason="torch's OpenMP runtime not found")
+class TestTorchTeam:
+    """Kernels run on torch's OpenMP threads give the results of the same kernels run one after another."""
+
+    def test_the_runtime_found_is_the_one_torch_runs_on(self):
+        # torch.set_num_threads sets this thread's team size in torch's runtime; another one would not see it
+        previous = torch.get_num_threads()
+        try:
+            for threads in (1, 2):
+                torch.set_num_threads(threads)
+                assert team._runtime().omp_get_max_threads() == threads
+        finally:
+            torch.set_num_threads(previous)
+
+    def test_environment_switch_turns_it_off(self, monkeypatch):
+        monkeypatch.setenv("SMOOTHADV_TORCH_TEAM", "0")
+        team._runtime.cache_clear()
+        try:
+            assert not team.available()
+        finally:
+            monkeypatch.delenv("SMOOTHADV_TORCH_TEAM")
+            team._runtime.cache_clear()
+        assert team.available()
+
+    @pytest.mark.parametrize("dtype", (np.float32, np.float64))
+    def test_exact_blocks_equal_the_serial_solve(self, dtype):
+        pattern = cholesky.grid_pattern(11, 13, NEIGHBOUR_OFFSETS[8])
+        values, _ = _random_values(pattern, count=7, seed=9)
+        blocks = [cholesky.factorize(pattern, values[:, span]) for span in (slice(0, 3), slice(3, 4),
+                                                                            slice(4, 7))]
+        rhs = np.random.default_rng(10).normal(size=(7, pattern.size)).astype(dtype)
+        out = np.full_like(rhs, np.nan)
+        previous = torch.get_num_threads()
+        try:
+            torch.set_num_threads(2)
+            cholesky.solve_blocks(pattern, blocks, rhs, out)
+        finally:
+            torch.set_num_threads(previous)
+        expected = cholesky.solve(pattern, cholesky.factorize(pattern, values), rhs).astype(dtype)
+        np.testing.assert_array_equal(out, expected)
+
+    def test_exact_blocks_reject_mixed_dtypes(self):
+        pattern = cholesky.grid_pattern(4, 4, NEIGHBOUR_OFFSETS[4])
+        values, _ = _random_values(pattern, count=2)
+        with pytest.raises(TypeError, match="one dtype"):
+            cholesky.solve_blocks(pattern, [cholesky.factorize(pattern, values)],
+                                  np.zeros((2, 16), np.float32), np.zeros((2, 16)))
+
+    @pytest.mark.parametrize("parts", (2, 3))
+    def test_sweeps_in_parts_equal_the_sweeps_on_this_thread(self, monkeypatch, parts):
+        pattern = cholesky.grid_pattern(24, 26, NEIGHBOUR_OFFSETS[8], parts)
+        values, _ = _random_values(pattern, count=3, seed=11)
+        factor = cholesky.LaneFactor(pattern, values)
+        work = np.random.default_rng(12).normal(size=(pattern.size, 3)).astype(np.float32)
+        arguments = (factor.factor_indptr[0], factor.factor_indices[0], factor.factor_values[0],
+                     factor.splits[0])
+        on_team = work.copy()
+        factor._sweeps(*arguments, on_team)
+        monkeypatch.setattr(team, "available", lambda: False)
+        here = work.copy()
+        factor._sweeps(*arguments, here)
+        np.testing.assert_array_equal(on_team, here)

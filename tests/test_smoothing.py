@@ -335,10 +335,17 @@ class TestSolversAgree:
         cg = Smoothing(alpha=0.9, channels=channels, solver="cg", cg_tol=1e-10).prepare(guide)
         assert _relative(x, cg.smooth(z, normalize=False)) <= 1e-6
 
+    @pytest.mark.parametrize("on_team", (False, True))
     @pytest.mark.parametrize("channels", ("per_channel", "joint"))
-    def test_direct_solver_threads_give_same_result(self, channels, monkeypatch):
-        # DirectSolver spreads its systems over torch.get_num_threads() threads, when each gets enough work
-        from smoothadv.smoothing import solvers
+    def test_direct_solver_threads_give_same_result(self, channels, on_team, monkeypatch):
+        # DirectSolver spreads its systems over torch.get_num_threads() threads, when each gets enough work:
+        # torch's own OpenMP threads where it finds them, else threads of its own
+        from smoothadv.smoothing import solvers, team
+
+        if on_team and not team.available():
+            pytest.skip("torch's OpenMP runtime not found")
+        if not on_team:
+            monkeypatch.setattr(team, "available", lambda: False)
 
         guide, z = _random_guide((3, 3, 6, 7)), _random_signal((3, 3, 6, 7))
         config = Smoothing(channels=channels, solver="direct")
@@ -348,13 +355,19 @@ class TestSolversAgree:
             sequential = config.prepare(guide)(z)
             torch.set_num_threads(4)
             assert len(config.prepare(guide).solver.spans) == 1  # too little work to split
-            monkeypatch.setattr(solvers, "MIN_VALUES_PER_THREAD", 1)
+            threshold = "MIN_VALUES_PER_TEAM_THREAD" if on_team else "MIN_VALUES_PER_THREAD"
+            monkeypatch.setattr(solvers, threshold, 1)
             smoother = config.prepare(guide)
             assert len(smoother.solver.spans) == (3 if channels == "joint" else 4)
+            blocks_on_team = []
+            solve_blocks = solvers.cholesky.solve_blocks
+            monkeypatch.setattr(solvers.cholesky, "solve_blocks",
+                                lambda *args: blocks_on_team.append(len(args[1])) or solve_blocks(*args))
             threaded = smoother(z)
         finally:
             torch.set_num_threads(previous)
         torch.testing.assert_close(threaded, sequential, rtol=0, atol=0)
+        assert blocks_on_team == ([len(smoother.solver.spans)] if on_team else [])
 
     def test_batch_items_are_independent(self):
         guide, z = _random_guide((3, 2, 5, 6)), _random_signal((3, 2, 5, 6))

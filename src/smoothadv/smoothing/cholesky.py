@@ -38,11 +38,12 @@ import numpy as np
 import scipy.sparse
 import scipy.sparse.linalg
 from llvmlite import ir
-from numba import njit, types
+from numba import carray, cfunc, njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
 from smoothadv.core.errors import SmoothAdvError
+from smoothadv.smoothing import team
 from smoothadv.smoothing.graph import grid_edges
 
 
@@ -387,15 +388,30 @@ class LaneFactor:
             passes += 1
 
     def _sweeps(self, indptr, indices, values, split, work) -> None:
-        """``work <- L^-T L^-1 work`` in place: the parts of each sweep at once, the top alone."""
-        bounds, top = self.pattern.part_bounds, self.pattern.top
-        spills = np.empty((self.pattern.parts, self.pattern.size - top, LANES), np.float32)
+        """``work <- L^-T L^-1 work`` in place: the parts of each sweep at once (on torch's OpenMP threads
+        where :func:`~smoothadv.smoothing.team.available`), the top alone."""
+        bounds, top, parts = self.pattern.part_bounds, self.pattern.top, self.pattern.parts
+        n = self.pattern.size
+        spills = np.empty((parts, n - top, LANES), np.float32)
+        if parts > 1 and team.available():
+            forward, backward = team.task_table(parts), team.task_table(parts)
+            for q in range(parts):
+                arrays = [indptr, indices, values, work]
+                _fill_task(forward, q, _TASK_FORWARD_PART, (n, len(indices), top),
+                           [*arrays, split, spills[q]], (bounds[q], bounds[q + 1]))
+                _fill_task(backward, q, _TASK_BACKWARD_PART, (n, len(indices), top), arrays,
+                           (bounds[q], bounds[q + 1]))
+            team.run(_team_worker.address, forward, parts)
+            _forward_top(indptr, indices, values, work, top, spills)
+            _backward(indptr, indices, values, work, top, n)
+            team.run(_team_worker.address, backward, parts)
+            return
         _at_once([functools.partial(_forward_part, indptr, indices, values, work, bounds[q], bounds[q + 1],
-                                    split, top, spills[q]) for q in range(self.pattern.parts)])
+                                    split, top, spills[q]) for q in range(parts)])
         _forward_top(indptr, indices, values, work, top, spills)
-        _backward(indptr, indices, values, work, top, self.pattern.size)
+        _backward(indptr, indices, values, work, top, n)
         _at_once([functools.partial(_backward, indptr, indices, values, work, bounds[q], bounds[q + 1])
-                  for q in range(self.pattern.parts)])
+                  for q in range(parts)])
 
 
 def _at_once(tasks: list) -> None:
@@ -446,6 +462,51 @@ def solve(pattern: GridPattern, factor: np.ndarray, rhs: np.ndarray, out: np.nda
         out = np.empty(rhs.shape)
     _unpack(work, pattern.order, out)
     return out
+
+
+def solve_blocks(pattern: GridPattern, factors: list[np.ndarray], rhs: np.ndarray, out: np.ndarray) -> None:
+    """:func:`solve` of consecutive blocks of rows at once on torch's OpenMP threads (requires
+    :func:`~smoothadv.smoothing.team.available`): ``factors[i]`` (nnz(L), k_i) serves the next k_i rows.
+
+    Args:
+        pattern: from :func:`grid_pattern`.
+        factors: the blocks' factors, from :func:`factorize`.
+        rhs: (sum k_i, n) float32 or float64 right-hand sides, C-contiguous.
+        out: (sum k_i, n) C-contiguous, of the dtype of ``rhs``, where the solutions are written.
+    """
+    if rhs.dtype != out.dtype or rhs.dtype not in (np.float32, np.float64):
+        raise TypeError(f"solve_blocks takes float32 or float64 rhs and out of one dtype; got {rhs.dtype}, "
+                        f"{out.dtype}.")
+    kind = _TASK_EXACT_FLOAT32 if rhs.dtype == np.float32 else _TASK_EXACT_FLOAT64
+    table = team.task_table(len(factors))
+    works, first = [], 0
+    for index, factor in enumerate(factors):
+        factor = np.ascontiguousarray(factor, dtype=np.float64)
+        count = factor.shape[1]
+        works.append((factor, np.empty((pattern.size, count))))
+        _fill_task(table, index, kind, (pattern.size, len(factor), count),
+                   [rhs[first:first + count], pattern.order, works[-1][1], pattern.factor_indptr,
+                    pattern.factor_indices, factor, out[first:first + count]], ())
+        first += count
+    team.run(_team_worker.address, table, len(factors))
+
+
+#: Kinds of the tasks :func:`_team_worker` runs (a task row: kind, three sizes, array addresses, integers).
+_TASK_FORWARD_PART, _TASK_BACKWARD_PART, _TASK_EXACT_FLOAT32, _TASK_EXACT_FLOAT64 = 1, 2, 3, 4
+
+
+def _fill_task(table: np.ndarray, index: int, kind: int, sizes: tuple, arrays: list, integers: tuple) -> None:
+    """Row ``index`` of a task table: ``kind``, three sizes, the arrays' addresses (C-contiguous, kept alive
+    by the caller), then integers."""
+    values = [kind, *sizes, *(_address(array) for array in arrays), *integers]
+    start = 2 + index * team.TASK_WIDTH
+    table[start:start + len(values)] = values
+
+
+def _address(array: np.ndarray) -> int:
+    if not array.flags.c_contiguous:
+        raise ValueError("a task's arrays must be C-contiguous")
+    return array.ctypes.data
 
 
 # --- kernels -----------------------------------------------------------------------------------------------
@@ -874,3 +935,47 @@ def _column_solve(factor_indptr, factor_indices, factor_values, work):
                 accumulator[t] += factor_values[entry, t] * work[row, t]
         for t in range(k_count):
             work[j, t] = (work[j, t] - accumulator[t]) / factor_values[start, t]
+
+
+@njit(cache=True, nogil=True)
+def _run_task(table, index):
+    """Run task ``index`` of a task table (see :func:`_fill_task` and the kinds above)."""
+    row = table[2 + index * team.TASK_WIDTH:2 + (index + 1) * team.TASK_WIDTH]
+    kind, n, stored, third = row[0], row[1], row[2], row[3]
+    if kind <= _TASK_BACKWARD_PART:  # a part of a refined sweep
+        indptr = carray(team.pointer(row[4]), (n + 1,), np.int64)
+        indices = carray(team.pointer(row[5]), (stored,), np.int32)
+        values = carray(team.pointer(row[6]), (stored, LANES), np.float32)
+        work = carray(team.pointer(row[7]), (n, LANES), np.float32)
+        if kind == _TASK_BACKWARD_PART:
+            _backward(indptr, indices, values, work, row[8], row[9])
+        else:
+            split = carray(team.pointer(row[8]), (third,), np.int64)
+            spill = carray(team.pointer(row[9]), (n - third, LANES), np.float32)
+            _forward_part(indptr, indices, values, work, row[10], row[11], split, third, spill)
+    else:  # an exact solve of a block of rows
+        order = carray(team.pointer(row[5]), (n,), np.int64)
+        work = carray(team.pointer(row[6]), (1, n, third), np.float64)
+        indptr = carray(team.pointer(row[7]), (n + 1,), np.int64)
+        indices = carray(team.pointer(row[8]), (stored,), np.int64)
+        values = carray(team.pointer(row[9]), (stored, third), np.float64)
+        if kind == _TASK_EXACT_FLOAT32:
+            _pack(carray(team.pointer(row[4]), (third, n), np.float32), order, work)
+        else:
+            _pack(carray(team.pointer(row[4]), (third, n), np.float64), order, work)
+        _column_solve(indptr, indices, values, work[0])
+        if kind == _TASK_EXACT_FLOAT32:
+            _unpack(work, order, carray(team.pointer(row[10]), (third, n), np.float32))
+        else:
+            _unpack(work, order, carray(team.pointer(row[10]), (third, n), np.float64))
+
+
+@cfunc(types.void(types.voidptr), cache=True)
+def _team_worker(data):
+    """The body of :func:`~smoothadv.smoothing.team.run`'s parallel region: claim tasks until none is left."""
+    count = carray(data, (1,), np.int64)[0]
+    table = carray(data, (2 + count * team.TASK_WIDTH,), np.int64)
+    index = team.claim(table)
+    while index < count:
+        _run_task(table, index)
+        index = team.claim(table)

@@ -35,7 +35,7 @@ import torch
 
 from smoothadv.core.errors import ConfigError, ConvergenceWarning, warn
 from smoothadv.core.validation import check_positive, check_positive_int
-from smoothadv.smoothing import cholesky
+from smoothadv.smoothing import cholesky, team
 from smoothadv.smoothing.graph import PixelGraph, grid_edges
 
 
@@ -193,10 +193,14 @@ class DirectSolver(LaplacianSolver):
 #: ``tol`` (memory traffic bounds their solves). Measured in ``docs/smoothing.md``.
 EXACT_MAX_PIXELS = 4096
 
-#: Fewest factor values (graphs x nnz(L)) an exact solve gives each thread: below this (an MNIST batch of a
-#: few hundred), starting the threads, and torch's OpenMP workers still spinning on the other cores after
-#: the classifier, cost more than the split saves. Measured in ``docs/smoothing.md``.
+#: Fewest factor values (graphs x nnz(L)) an exact solve gives each thread of its own: below this (an MNIST
+#: batch of a few hundred), starting the threads, and torch's OpenMP workers still spinning on the other
+#: cores after the classifier, cost more than the split saves. Measured in ``docs/smoothing.md``.
 MIN_VALUES_PER_THREAD = 2**21
+
+#: The same on torch's own OpenMP threads (:mod:`~smoothadv.smoothing.team`), which take work at once: a
+#: block of fewer graphs (16 MNIST guides) walks the factor with too few values per index read.
+MIN_VALUES_PER_TEAM_THREAD = 2**17
 
 
 class CholeskySolver(DirectSolver):
@@ -238,8 +242,8 @@ class CholeskySolver(DirectSolver):
         else:
             values = _batched_matrix_values(graph, self.pattern, alpha)  # (nnz(A), B * G)
             graphs = self.batch * self.groups
-            threads = max(1, min(torch.get_num_threads(), graphs * self.pattern.factor_nonzeros
-                                 // MIN_VALUES_PER_THREAD))
+            least = MIN_VALUES_PER_TEAM_THREAD if team.available() else MIN_VALUES_PER_THREAD
+            threads = max(1, min(torch.get_num_threads(), graphs * self.pattern.factor_nonzeros // least))
             self.spans = _spans(graphs, threads)
             exact = _thread_map(lambda span: cholesky.factorize(self.pattern, values[:, span]), self.spans)
             self._make = lambda repeat: [np.repeat(part, repeat, axis=1) for part in exact]
@@ -272,8 +276,13 @@ class CholeskySolver(DirectSolver):
 
     def _solve_systems(self, systems: np.ndarray, repeat: int, sequence: str | None) -> np.ndarray:
         if not self.refined:
-            out = np.empty(systems.shape, systems.dtype)
             parts = self.factors(repeat)
+            if len(parts) > 1 and team.available() and systems.dtype in (np.float32, np.float64):
+                systems = np.ascontiguousarray(systems)
+                out = np.empty_like(systems)
+                cholesky.solve_blocks(self.pattern, parts, systems, out)
+                return out
+            out = np.empty(systems.shape, systems.dtype)
 
             def run_exact(index):
                 rows = slice(self.spans[index].start * repeat, self.spans[index].stop * repeat)
@@ -367,10 +376,12 @@ def openmp_workers_yield() -> bool:
 
 def sweep_parts(groups: int) -> int:
     """Parts of each refined sweep that run at once, for ``groups`` groups of three graphs: enough to use
-    ``torch.get_num_threads()`` when the groups are fewer, but only when :func:`openmp_workers_yield`.
-    Otherwise torch's workers, spinning after the classifier's last parallel region, hold the cores the
-    parts need, and parts measured slower than one sweep (``docs/smoothing.md``, "Two threads")."""
-    if not openmp_workers_yield():
+    ``torch.get_num_threads()`` when the groups are fewer. The parts run on torch's own OpenMP threads where
+    :func:`~smoothadv.smoothing.team.available`; otherwise on threads of our own, and only when
+    :func:`openmp_workers_yield`: torch's workers, spinning after the classifier's last parallel region,
+    would hold the cores those threads need, and parts measured slower than one sweep
+    (``docs/smoothing.md``, "Two threads")."""
+    if not (team.available() or openmp_workers_yield()):
         return 1
     return max(1, torch.get_num_threads() // groups)
 
