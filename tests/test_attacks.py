@@ -238,6 +238,32 @@ def test_best_iterates_checks_the_least_distorted_first_and_falls_back():
     assert not bool(best.settle()[0][0])  # nothing new since
 
 
+class CallCountingThreshold(ThresholdModel):
+    def __init__(self, threshold: float):
+        super().__init__(threshold)
+        self.batches: list[int] = []
+
+    def forward(self, x):
+        self.batches.append(len(x))
+        return super().forward(x)
+
+
+def test_best_iterates_settle_checks_by_depth_in_few_passes():
+    # image 0 improves at offers 1 and 3, image 1 at offers 2 and 4; the newest of each are checked together,
+    # then only image 0's next older one, whose newest (0.6005) fails once rounded
+    model = CallCountingThreshold(threshold=0.6)
+    original = torch.full((2, 1, 1, 1), 0.5, dtype=torch.float64)
+    best = BestIterates(model, original, torch.tensor([0, 0]), None, verify_8bit=True)
+    for row, value in ((0, 0.7), (1, 0.8), (0, 0.6005), (1, 0.7)):
+        iterate = torch.full((1, 1, 1, 1), value, dtype=torch.float64)
+        best.offer(iterate, model(iterate), torch.tensor([row]))
+    model.batches.clear()
+    improved, verified = best.settle()
+    assert model.batches == [2, 1]
+    assert improved.tolist() == [True, True] and verified.tolist() == [True, True]
+    assert best.images[:, 0, 0, 0].tolist() == [round(0.7 * 255) / 255, round(0.7 * 255) / 255]
+
+
 def test_best_iterates_without_rounding_keeps_every_improvement_at_once():
     model = ThresholdModel(threshold=0.6)
     original = torch.full((1, 1, 1, 1), 0.5, dtype=torch.float64)
