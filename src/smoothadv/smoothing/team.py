@@ -86,10 +86,11 @@ def run(worker: int, table: np.ndarray, threads: int) -> None:
     Args:
         worker: address of a ``cfunc`` ``void(void*)`` that claims and runs tasks from the table.
         table: from :func:`task_table`, its rows filled.
-        threads: team size (at most the task count is useful).
+        threads: team size (at most the task count is useful), capped at ``torch.get_num_threads()``, the
+            threads the user gave torch.
     """
     table[1] = 0
-    _runtime().GOMP_parallel(worker, table.ctypes.data, max(1, int(threads)), 0)
+    _runtime().GOMP_parallel(worker, table.ctypes.data, max(1, min(int(threads), torch.get_num_threads())), 0)
 
 
 @intrinsic
