@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -382,3 +385,31 @@ class TestTorchTeam:
         here = work.copy()
         factor._sweeps(*arguments, here)
         np.testing.assert_array_equal(on_team, here)
+
+    @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+    def test_a_forked_child_solves_on_its_own_team(self):
+        # a child forked after the parent's team ran (multiprocessing's default start on Linux) must not hang
+        guide = torch.rand(1, 3, 72, 72, generator=torch.Generator().manual_seed(13))
+        z = torch.randn(guide.shape, generator=torch.Generator().manual_seed(14))
+        previous = torch.get_num_threads()
+        try:
+            torch.set_num_threads(2)
+            smoother = Smoothing(alpha=0.997, solver="direct").prepare(guide)
+            expected = smoother(z)
+            assert smoother.solver.factors(1).pattern.parts == 2
+            pid = os.fork()
+            if pid == 0:  # the child: exit 0 when it solves alike, 1 otherwise
+                os._exit(0 if torch.equal(smoother(z), expected) else 1)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    break
+                time.sleep(0.05)
+            else:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                pytest.fail("the forked child hung")
+        finally:
+            torch.set_num_threads(previous)
+        assert os.waitstatus_to_exitcode(status) == 0
