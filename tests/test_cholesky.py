@@ -10,9 +10,11 @@ import pytest
 import torch
 
 from smoothadv.core.errors import SmoothAdvError
-from smoothadv.smoothing import Smoothing, build_graph, cholesky, team
+from smoothadv.smoothing import Smoothing, build_graph, cholesky, solvers, team
 from smoothadv.smoothing.graph import NEIGHBOUR_OFFSETS
 from smoothadv.smoothing.solvers import _batched_matrix_values, assemble_dense, make_solver
+
+NO_TEAM = "torch's OpenMP runtime not found, or SMOOTHADV_TORCH_TEAM=0"
 
 SHAPES = [(1, 1), (1, 7), (6, 1), (5, 8), (13, 9), (28, 28)]
 
@@ -296,10 +298,32 @@ class TestDirectSolverPaths:
         monkeypatch.setattr(team, "available", lambda: False)
         self._check_parts(monkeypatch, variable, value, 2 if yields else 1)
 
-    @pytest.mark.skipif(not team.available(), reason="torch's OpenMP runtime not found")
+    @pytest.mark.skipif(not team.available(), reason=NO_TEAM)
     @pytest.mark.parametrize(("variable", "value"), [(None, None), ("GOMP_SPINCOUNT", "300000")])
     def test_on_torchs_team_sweeps_always_run_in_parts(self, monkeypatch, variable, value):
         self._check_parts(monkeypatch, variable, value, 2)
+
+    @pytest.mark.skipif(not team.available(), reason=NO_TEAM)
+    def test_on_torchs_team_groups_go_one_after_another_each_in_parts(self, monkeypatch):
+        # two groups of three graphs at four threads: four parts each, the groups on this thread (a thread of
+        # a pool would open a team of new threads)
+        guide = torch.rand(2, 3, 72, 72, generator=torch.Generator().manual_seed(15), dtype=torch.float64)
+        z = torch.randn(guide.shape, generator=torch.Generator().manual_seed(16), dtype=torch.float64)
+        pooled = []
+        thread_map = solvers._thread_map
+        monkeypatch.setattr(solvers, "_thread_map", lambda function, items: pooled.append(len(items)) or
+                            thread_map(function, items))
+        previous = torch.get_num_threads()
+        try:
+            torch.set_num_threads(4)
+            smoother = Smoothing(alpha=0.997, solver="direct").prepare(guide)
+            smoothed = smoother.smooth(z, normalize=False)
+        finally:
+            torch.set_num_threads(previous)
+        assert smoother.solver.factors(1).pattern.parts == 4 and smoother.solver.factors(1).groups == 2
+        assert pooled == []
+        residual = (smoother.matvec(smoothed) - z).flatten(2).norm(dim=2)
+        assert float((residual / z.flatten(2).norm(dim=2)).max()) <= 1e-6
 
     @staticmethod
     def _check_parts(monkeypatch, variable, value, parts):
@@ -323,7 +347,7 @@ class TestDirectSolverPaths:
         assert torch.isfinite(out).all()
 
 
-@pytest.mark.skipif(not team.available(), reason="torch's OpenMP runtime not found")
+@pytest.mark.skipif(not team.available(), reason=NO_TEAM)
 class TestTorchTeam:
     """Kernels run on torch's OpenMP threads give the results of the same kernels run one after another."""
 
@@ -364,12 +388,16 @@ class TestTorchTeam:
         expected = cholesky.solve(pattern, cholesky.factorize(pattern, values), rhs).astype(dtype)
         np.testing.assert_array_equal(out, expected)
 
-    def test_exact_blocks_reject_mixed_dtypes(self):
+    def test_exact_blocks_reject_mixed_dtypes_and_wrong_shapes(self):
         pattern = cholesky.grid_pattern(4, 4, NEIGHBOUR_OFFSETS[4])
         values, _ = _random_values(pattern, count=2)
+        factors = [cholesky.factorize(pattern, values)]
         with pytest.raises(TypeError, match="one dtype"):
-            cholesky.solve_blocks(pattern, [cholesky.factorize(pattern, values)],
-                                  np.zeros((2, 16), np.float32), np.zeros((2, 16)))
+            cholesky.solve_blocks(pattern, factors, np.zeros((2, 16), np.float32), np.zeros((2, 16)))
+        for rhs, out in ((np.zeros((3, 16)), np.zeros((3, 16))), (np.zeros((2, 16)), np.zeros((1, 16))),
+                         (np.zeros((2, 15)), np.zeros((2, 15)))):
+            with pytest.raises(ValueError, match="shape"):
+                cholesky.solve_blocks(pattern, factors, rhs, out)
 
     @pytest.mark.parametrize("parts", (2, 3))
     def test_sweeps_in_parts_equal_the_sweeps_on_this_thread(self, monkeypatch, parts):

@@ -343,7 +343,7 @@ class TestSolversAgree:
         from smoothadv.smoothing import solvers, team
 
         if on_team and not team.available():
-            pytest.skip("torch's OpenMP runtime not found")
+            pytest.skip("torch's OpenMP runtime not found, or SMOOTHADV_TORCH_TEAM=0")
         if not on_team:
             monkeypatch.setattr(team, "available", lambda: False)
 
@@ -368,6 +368,16 @@ class TestSolversAgree:
             torch.set_num_threads(previous)
         torch.testing.assert_close(threaded, sequential, rtol=0, atol=0)
         assert blocks_on_team == ([len(smoother.solver.spans)] if on_team else [])
+
+    @pytest.mark.parametrize("dtype", (torch.float16, torch.bfloat16))
+    @pytest.mark.parametrize("size", (8, 72))  # the exact walk, and the refined float32 factors
+    def test_direct_solver_takes_half_precision(self, dtype, size):
+        guide, z = _random_guide((1, 3, size, size)), _random_signal((1, 3, size, size))
+        smoother = Smoothing(alpha=0.97, solver="direct").prepare(guide.float())
+        out = smoother(z.to(dtype))
+        assert out.dtype == dtype
+        # the float32 solve of the same signal (the refined one warm-started: equal to about 1e-7)
+        torch.testing.assert_close(out.float(), smoother(z.to(dtype).float()), rtol=1e-2, atol=1e-2)
 
     def test_batch_items_are_independent(self):
         guide, z = _random_guide((3, 2, 5, 6)), _random_signal((3, 2, 5, 6))

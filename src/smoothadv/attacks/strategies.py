@@ -236,7 +236,9 @@ class BestIterates:
         The checks go by depth, not by offer: first the newest iterate of every image, in one forward
         pass; then the next older one of each image whose rounded iterate failed; and so on. Each image
         sees the same checks as one by one, in a few passes (the offers of a tenth of an inner loop are
-        about ten, and most images' newest iterates lie in different ones).
+        about ten, and most images' newest iterates lie in different ones). The outcome is that of one by
+        one as long as the model's output for an image does not depend on the rest of its batch (a model
+        in eval mode).
 
         Returns:
             improved: (B,) bool, the best iterate changed since the last call.

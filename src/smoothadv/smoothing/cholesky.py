@@ -340,7 +340,7 @@ class LaneFactor:
                    for values, indices in zip(self.factor_values, self.factor_indices, strict=True))
 
     def pack(self, rhs: np.ndarray) -> np.ndarray:
-        """(K, n) vectors in pixel order, any float dtype -> (groups, n, LANES) float64 in elimination
+        """(K, n) vectors in pixel order, float32 or float64 -> (groups, n, LANES) float64 in elimination
         order, unused lanes zero."""
         packed = np.empty((self.groups, self.pattern.size, LANES))
         _pack(rhs, self.pattern.order, packed)
@@ -449,8 +449,9 @@ def solve(pattern: GridPattern, factor: np.ndarray, rhs: np.ndarray, out: np.nda
     Args:
         pattern: from :func:`grid_pattern`.
         factor: (nnz(L), K) from :func:`factorize`.
-        rhs: (K, n) right-hand sides in pixel order (one per matrix), any float dtype.
-        out: (K, n) where to write the solutions (rounded to its dtype); None makes a float64 array.
+        rhs: (K, n) right-hand sides in pixel order (one per matrix), float32 or float64.
+        out: (K, n) float32 or float64, where to write the solutions (rounded to its dtype); None makes a
+            float64 array.
 
     Returns:
         (K, n) solutions in pixel order: ``out``, or a new float64 array.
@@ -477,6 +478,12 @@ def solve_blocks(pattern: GridPattern, factors: list[np.ndarray], rhs: np.ndarra
     if rhs.dtype != out.dtype or rhs.dtype not in (np.float32, np.float64):
         raise TypeError(f"solve_blocks takes float32 or float64 rhs and out of one dtype; got {rhs.dtype}, "
                         f"{out.dtype}.")
+    rows = sum(factor.shape[1] for factor in factors)
+    if (rhs.shape != (rows, pattern.size) or out.shape != rhs.shape
+            or any(factor.shape[0] != pattern.factor_nonzeros for factor in factors)):
+        raise ValueError(f"solve_blocks needs rhs and out of shape ({rows}, {pattern.size}) and factors of "
+                         f"{pattern.factor_nonzeros} rows; got {rhs.shape}, {out.shape} and "
+                         f"{[factor.shape for factor in factors]}.")
     kind = _TASK_EXACT_FLOAT32 if rhs.dtype == np.float32 else _TASK_EXACT_FLOAT64
     table = team.task_table(len(factors))
     works, first = [], 0
@@ -499,6 +506,8 @@ def _fill_task(table: np.ndarray, index: int, kind: int, sizes: tuple, arrays: l
     """Row ``index`` of a task table: ``kind``, three sizes, the arrays' addresses (C-contiguous, kept alive
     by the caller), then integers."""
     values = [kind, *sizes, *(_address(array) for array in arrays), *integers]
+    if len(values) > team.TASK_WIDTH:
+        raise ValueError(f"a task row holds at most {team.TASK_WIDTH} integers, not {len(values)}")
     start = 2 + index * team.TASK_WIDTH
     table[start:start + len(values)] = values
 
@@ -941,33 +950,49 @@ def _column_solve(factor_indptr, factor_indices, factor_values, work):
 def _run_task(table, index):
     """Run task ``index`` of a task table (see :func:`_fill_task` and the kinds above)."""
     row = table[2 + index * team.TASK_WIDTH:2 + (index + 1) * team.TASK_WIDTH]
-    kind, n, stored, third = row[0], row[1], row[2], row[3]
-    if kind <= _TASK_BACKWARD_PART:  # a part of a refined sweep
-        indptr = carray(team.pointer(row[4]), (n + 1,), np.int64)
-        indices = carray(team.pointer(row[5]), (stored,), np.int32)
-        values = carray(team.pointer(row[6]), (stored, LANES), np.float32)
-        work = carray(team.pointer(row[7]), (n, LANES), np.float32)
-        if kind == _TASK_BACKWARD_PART:
-            _backward(indptr, indices, values, work, row[8], row[9])
-        else:
-            split = carray(team.pointer(row[8]), (third,), np.int64)
-            spill = carray(team.pointer(row[9]), (n - third, LANES), np.float32)
-            _forward_part(indptr, indices, values, work, row[10], row[11], split, third, spill)
-    else:  # an exact solve of a block of rows
-        order = carray(team.pointer(row[5]), (n,), np.int64)
-        work = carray(team.pointer(row[6]), (1, n, third), np.float64)
-        indptr = carray(team.pointer(row[7]), (n + 1,), np.int64)
-        indices = carray(team.pointer(row[8]), (stored,), np.int64)
-        values = carray(team.pointer(row[9]), (stored, third), np.float64)
-        if kind == _TASK_EXACT_FLOAT32:
-            _pack(carray(team.pointer(row[4]), (third, n), np.float32), order, work)
-        else:
-            _pack(carray(team.pointer(row[4]), (third, n), np.float64), order, work)
-        _column_solve(indptr, indices, values, work[0])
-        if kind == _TASK_EXACT_FLOAT32:
-            _unpack(work, order, carray(team.pointer(row[10]), (third, n), np.float32))
-        else:
-            _unpack(work, order, carray(team.pointer(row[10]), (third, n), np.float64))
+    kind = row[0]
+    if kind == _TASK_FORWARD_PART:
+        _run_part(row, False)
+    elif kind == _TASK_BACKWARD_PART:
+        _run_part(row, True)
+    elif kind == _TASK_EXACT_FLOAT32:
+        _run_exact(row, carray(team.pointer(row[4]), (row[3], row[1]), np.float32),
+                   carray(team.pointer(row[10]), (row[3], row[1]), np.float32))
+    elif kind == _TASK_EXACT_FLOAT64:
+        _run_exact(row, carray(team.pointer(row[4]), (row[3], row[1]), np.float64),
+                   carray(team.pointer(row[10]), (row[3], row[1]), np.float64))
+
+
+@njit(cache=True, nogil=True)
+def _run_part(row, backward):
+    """A part of a refined sweep: sizes n, stored entries, top; then indptr, indices, values, work and,
+    forward, split and spill; then the part's first and end columns."""
+    n, stored, top = row[1], row[2], row[3]
+    indptr = carray(team.pointer(row[4]), (n + 1,), np.int64)
+    indices = carray(team.pointer(row[5]), (stored,), np.int32)
+    values = carray(team.pointer(row[6]), (stored, LANES), np.float32)
+    work = carray(team.pointer(row[7]), (n, LANES), np.float32)
+    if backward:
+        _backward(indptr, indices, values, work, row[8], row[9])
+    else:
+        split = carray(team.pointer(row[8]), (top,), np.int64)
+        spill = carray(team.pointer(row[9]), (n - top, LANES), np.float32)
+        _forward_part(indptr, indices, values, work, row[10], row[11], split, top, spill)
+
+
+@njit(cache=True, nogil=True)
+def _run_exact(row, rhs, out):
+    """An exact solve of a block of rows: sizes n, nnz(L), rows k; then rhs, order, work, the factor's
+    indptr, indices and values, out (rhs and out given, of their dtype)."""
+    n, stored, count = row[1], row[2], row[3]
+    order = carray(team.pointer(row[5]), (n,), np.int64)
+    work = carray(team.pointer(row[6]), (1, n, count), np.float64)
+    indptr = carray(team.pointer(row[7]), (n + 1,), np.int64)
+    indices = carray(team.pointer(row[8]), (stored,), np.int64)
+    values = carray(team.pointer(row[9]), (stored, count), np.float64)
+    _pack(rhs, order, work)
+    _column_solve(indptr, indices, values, work[0])
+    _unpack(work, order, out)
 
 
 @cfunc(types.void(types.voidptr), cache=True)

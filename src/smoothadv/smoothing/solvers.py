@@ -178,10 +178,12 @@ class DirectSolver(LaplacianSolver):
         batch, channels, height, width = rhs.shape
         # dtype conversions in NumPy (one thread): as torch ops they are parallel regions whose start-up
         # dominates on a busy CPU, for a few hundred thousand values
-        host = rhs.detach().cpu().reshape(batch * channels, height * width).numpy()
+        # the compiled kernels take float32 and float64 (NumPy has no bfloat16): other dtypes go as float32
+        work = rhs if rhs.dtype in (torch.float32, torch.float64) else rhs.float()
+        host = work.detach().cpu().reshape(batch * channels, height * width).numpy()
         repeat = 1 if self.groups == channels else channels  # a shared graph solves every channel
         out = self._solve_systems(host, repeat, sequence)  # one row per system, graph-major
-        return torch.from_numpy(out).reshape(rhs.shape).to(rhs.device)
+        return torch.from_numpy(out).reshape(rhs.shape).to(rhs.device, rhs.dtype)
 
     @abstractmethod
     def _solve_systems(self, systems: np.ndarray, repeat: int, sequence: str | None) -> np.ndarray:
@@ -277,7 +279,7 @@ class CholeskySolver(DirectSolver):
     def _solve_systems(self, systems: np.ndarray, repeat: int, sequence: str | None) -> np.ndarray:
         if not self.refined:
             parts = self.factors(repeat)
-            if len(parts) > 1 and team.available() and systems.dtype in (np.float32, np.float64):
+            if len(parts) > 1 and team.available():
                 systems = np.ascontiguousarray(systems)
                 out = np.empty_like(systems)
                 cholesky.solve_blocks(self.pattern, parts, systems, out)
@@ -300,7 +302,11 @@ class CholeskySolver(DirectSolver):
             return factor.solve_group(group, rhs[group], solution[group], product[group],
                                       warm=start is not None, tol=self.tol, max_passes=self.max_passes)
 
-        results = _thread_map(run, list(range(factor.groups)))
+        # parts run on torch's threads only when started from this thread (a thread of a pool would start
+        # a team of its own): the groups then go one after another, each on all the threads
+        on_team = factor.pattern.parts > 1 and team.available()
+        results = [run(group) for group in range(factor.groups)] if on_team else _thread_map(
+            run, list(range(factor.groups)))
         if sequence is not None:
             history[:] = [*history[-1:], (solution, product)]
         self.last_passes = max(passes for passes, _ in results)
@@ -375,15 +381,19 @@ def openmp_workers_yield() -> bool:
 
 
 def sweep_parts(groups: int) -> int:
-    """Parts of each refined sweep that run at once, for ``groups`` groups of three graphs: enough to use
-    ``torch.get_num_threads()`` when the groups are fewer. The parts run on torch's own OpenMP threads where
-    :func:`~smoothadv.smoothing.team.available`; otherwise on threads of our own, and only when
-    :func:`openmp_workers_yield`: torch's workers, spinning after the classifier's last parallel region,
-    would hold the cores those threads need, and parts measured slower than one sweep
-    (``docs/smoothing.md``, "Two threads")."""
-    if not (team.available() or openmp_workers_yield()):
+    """Parts of each refined sweep that run at once, for ``groups`` groups of three graphs.
+
+    Where :func:`~smoothadv.smoothing.team.available`, fewer groups than ``torch.get_num_threads()`` get
+    that many parts each, run on torch's own OpenMP threads, the groups one after another. Otherwise the
+    groups share the threads, and parts run on threads of our own only when :func:`openmp_workers_yield`:
+    torch's workers, spinning after the classifier's last parallel region, would hold the cores those
+    threads need, and parts measured slower than one sweep (``docs/smoothing.md``, "Two threads")."""
+    threads = torch.get_num_threads()
+    if team.available():
+        return threads if groups < threads else 1
+    if not openmp_workers_yield():
         return 1
-    return max(1, torch.get_num_threads() // groups)
+    return max(1, threads // groups)
 
 
 def _extrapolate(history: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray] | None:

@@ -5,7 +5,8 @@ cores for milliseconds before they sleep (GNU libgomp's default). A thread of ou
 waits for a core, so a solve split over our own threads right after the classifier runs no faster than on
 one (``docs/smoothing.md``, "Two threads"). A parallel region opened in torch's OpenMP runtime itself runs
 on those very workers, which take the work at once: :func:`run` opens one through the runtime's
-``GOMP_parallel`` entry point (GNU libgomp; LLVM's libomp exports it too).
+``GOMP_parallel`` entry point (GNU libgomp; LLVM's libomp exports it too). That holds for a region opened
+from the thread torch's own work runs on: a thread of a pool that opens one gets a team of new threads.
 
 The region runs a Numba ``cfunc`` given a task table: an int64 array whose first two entries are the task
 count and a counter, followed by one row of :data:`TASK_WIDTH` integers per task. Each thread of the team
@@ -36,27 +37,31 @@ _RUNTIME_NAMES = ("libgomp", "libomp", "libiomp5")
 
 @functools.lru_cache(maxsize=1)
 def _runtime() -> ctypes.CDLL | None:
-    """The OpenMP runtime torch has loaded, if it exports ``GOMP_parallel``; None when torch is built
-    without OpenMP, no such runtime is in this process, or ``SMOOTHADV_TORCH_TEAM=0``. A runtime inside
-    torch's folder is preferred, so that a second one loaded by another library is never chosen; only
-    runtimes already loaded are considered (``RTLD_NOLOAD``), so none is ever added."""
+    """A handle through which ``GOMP_parallel`` of torch's OpenMP runtime is looked up, or None: torch
+    built without OpenMP, no such runtime in this process, or ``SMOOTHADV_TORCH_TEAM=0``.
+
+    First torch's own ``libtorch_cpu``: a symbol looked up through it is searched in the libraries it was
+    linked with, so this finds the runtime torch's parallel regions use, wherever it was loaded from.
+    Then the OpenMP runtimes already loaded, those inside torch's folder first. Only libraries already in
+    the process are opened (``RTLD_NOLOAD``), so no second runtime is ever added."""
     if os.environ.get("SMOOTHADV_TORCH_TEAM", "").strip() == "0" or not torch.backends.openmp.is_available():
         return None
-    torch_folder = os.path.dirname(os.path.abspath(torch.__file__))
-    candidates = []
+    torch_folder = os.path.join(os.path.dirname(os.path.abspath(torch.__file__)), "")
+    library_folder = os.path.join(torch_folder, "lib")
+    names = sorted(os.listdir(library_folder)) if os.path.isdir(library_folder) else []
+    candidates = [os.path.join(library_folder, name) for name in names if name.startswith("libtorch_cpu.")]
+    loaded = []
     if sys.platform.startswith("linux"):
         try:
             with open("/proc/self/maps") as maps:
-                candidates = [line.split(None, 5)[-1].strip() for line in maps if "/" in line]
+                loaded = [line.split(None, 5)[-1].strip() for line in maps if "/" in line]
         except OSError:
-            candidates = []
-    library_folder = os.path.join(torch_folder, "lib")
-    if os.path.isdir(library_folder):
-        candidates += [os.path.join(library_folder, name) for name in sorted(os.listdir(library_folder))]
-    paths = list(dict.fromkeys(path for path in candidates
-                               if os.path.basename(path).startswith(_RUNTIME_NAMES)))
-    paths.sort(key=lambda path: not os.path.abspath(path).startswith(torch_folder))
-    for path in paths:
+            loaded = []
+    shipped = [os.path.join(library_folder, name) for name in names]
+    runtimes = list(dict.fromkeys(path for path in loaded + shipped
+                                  if os.path.basename(path).startswith(_RUNTIME_NAMES)))
+    runtimes.sort(key=lambda path: not os.path.abspath(path).startswith(torch_folder))
+    for path in candidates + runtimes:
         try:
             library = ctypes.CDLL(path, mode=getattr(os, "RTLD_NOLOAD", 0))
             function = library.GOMP_parallel
