@@ -196,7 +196,9 @@ def test_bad_arguments(tmp_path):
 
 
 SCRIPT = textwrap.dedent("""
-    import os, sys, time
+    import os, signal, sys, time
+    # a test suite started as a background job ignores SIGINT, and its children inherit that: take Ctrl-C
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.path.insert(0, {tests!r})
     import torch
     torch.set_num_threads(1)

@@ -401,10 +401,10 @@ class LaneFactor:
                            [*arrays, split, spills[q]], (bounds[q], bounds[q + 1]))
                 _fill_task(backward, q, _TASK_BACKWARD_PART, (n, len(indices), top), arrays,
                            (bounds[q], bounds[q + 1]))
-            team.run(_team_worker.address, forward, parts)
+            team.run(_team_worker(), forward, parts)
             _forward_top(indptr, indices, values, work, top, spills)
             _backward(indptr, indices, values, work, top, n)
-            team.run(_team_worker.address, backward, parts)
+            team.run(_team_worker(), backward, parts)
             return
         _at_once([functools.partial(_forward_part, indptr, indices, values, work, bounds[q], bounds[q + 1],
                                     split, top, spills[q]) for q in range(parts)])
@@ -495,7 +495,7 @@ def solve_blocks(pattern: GridPattern, factors: list[np.ndarray], rhs: np.ndarra
                    [rhs[first:first + count], pattern.order, works[-1][1], pattern.factor_indptr,
                     pattern.factor_indices, factor, out[first:first + count]], ())
         first += count
-    team.run(_team_worker.address, table, len(factors))
+    team.run(_team_worker(), table, len(factors))
 
 
 #: Kinds of the tasks :func:`_team_worker` runs (a task row: kind, three sizes, array addresses, integers).
@@ -995,8 +995,7 @@ def _run_exact(row, rhs, out):
     _unpack(work, order, out)
 
 
-@cfunc(types.void(types.voidptr), cache=True)
-def _team_worker(data):
+def _claim_and_run(data):
     """The body of :func:`~smoothadv.smoothing.team.run`'s parallel region: claim tasks until none is left."""
     count = carray(data, (1,), np.int64)[0]
     table = carray(data, (2 + count * team.TASK_WIDTH,), np.int64)
@@ -1004,3 +1003,14 @@ def _team_worker(data):
     while index < count:
         _run_task(table, index)
         index = team.claim(table)
+
+
+def _team_worker() -> int:
+    """Address of :func:`_claim_and_run` as a C callback, compiled (or loaded from Numba's cache) on first
+    use rather than when the module is imported; the compiled callback is kept for the process."""
+    return _compiled_team_worker().address
+
+
+@functools.lru_cache(maxsize=1)
+def _compiled_team_worker():
+    return cfunc(types.void(types.voidptr), cache=True)(_claim_and_run)
