@@ -39,7 +39,8 @@ def refined_pieces() -> dict:
     rhs, solution = rng.standard_normal((n, 3)), rng.standard_normal((n, 3))
     product, residual, close = np.empty_like(rhs), np.empty_like(rhs), 0.99 * rhs
     indptr, indices, values = factor.factor_indptr[0], factor.factor_indices[0], factor.factor_values[0]
-    matrix = (factor.pattern.matrix_indptr, factor.matrix_indices, factor.matrix_values[0])
+    matrix = (factor.pattern.matrix_indptr, factor.matrix_indices, factor.matrix_values[0],
+              factor.matrix_diagonals[0], factor.matrix_scale)
 
     def sweeps():
         factor._sweeps(indptr, indices, values, factor.splits[0], work.copy())

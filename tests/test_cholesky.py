@@ -215,6 +215,28 @@ class TestRefinedSolve:
         solution, reported, _, _ = self._solve(factor, np.zeros((2, factor.pattern.size)))
         assert not solution.any() and not reported.any()
 
+    @pytest.mark.parametrize(("dtype", "compact"), [(torch.float32, True), (torch.float64, False)])
+    def test_matrices_are_kept_as_float32_weights_only_where_exact(self, dtype, compact):
+        # a float32 guide has float32 weights: A = c w off the diagonal, exactly; a float64 guide does not
+        guide = torch.rand(1, 3, 24, 26, generator=torch.Generator().manual_seed(17), dtype=dtype)
+        graph = build_graph(guide, kernel="gaussian", sigma=0.05)
+        pattern = cholesky.grid_pattern(24, 26, tuple(graph.offsets))
+        values = _batched_matrix_values(graph, pattern, 0.997)
+        plain = cholesky.LaneFactor(pattern, values)
+        given = cholesky.LaneFactor(pattern, values, off_diagonal_scale=solvers._off_diagonal_scale(0.997))
+        assert plain.matrix_values.dtype == np.float64
+        assert (given.matrix_values.dtype == np.float32) == compact
+        rhs = np.random.default_rng(18).normal(size=(3, pattern.size))
+        # the same products to the last bit, so the same refinement
+        np.testing.assert_array_equal(self._solve(given, rhs, tol=1e-12)[0],
+                                      self._solve(plain, rhs, tol=1e-12)[0])
+
+    def test_random_matrices_stay_float64_whatever_the_scale(self):
+        pattern = cholesky.grid_pattern(13, 9, NEIGHBOUR_OFFSETS[4])
+        values, _ = _random_values(pattern, count=3)
+        again = cholesky.LaneFactor(pattern, values, off_diagonal_scale=-2.0)
+        assert again.matrix_values.dtype == np.float64 and again.matrix_diagonals.shape == (1, 0)
+
     def test_only_entries_below_float32_resolution_are_dropped(self):
         # the ImageNet preset's graph at 48x48 (a noise guide: much of the fill is far below L_jj)
         guide = torch.rand(1, 3, 48, 48, generator=torch.Generator().manual_seed(7), dtype=torch.float64)

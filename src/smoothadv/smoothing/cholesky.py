@@ -288,8 +288,17 @@ class LaneFactor:
     Args:
         pattern: from :func:`grid_pattern`.
         matrix_values: (nnz(A), K) float64 values of the upper triangles in the pattern's entry order.
+        off_diagonal_scale: c when every off-diagonal value is ``c * w`` with ``w`` a float32 number and
+            every matrix has one diagonal value (``L_alpha``: ``c = -alpha / (1 - alpha)``, ``w`` the graph's
+            float32 weights). The products with A then read the float32 ``w`` and the per-lane diagonal,
+            half the bytes, and give the same values to the last bit. Checked: values that do not have this
+            form are kept in float64.
 
     Attributes:
+        matrix_values, matrix_diagonals, matrix_scale: what the products with A read, per group: (nnz(A),
+            LANES) values (float32 weights when compact, else float64 values), (LANES,) diagonal values
+            (empty when not compact: the diagonal is in the values) and the scale of the off-diagonal
+            values (1.0 when not compact).
         factor_indptr, factor_indices, factor_values: per group, the stored factor: (n + 1,) int64 column
             starts, (stored,) int32 rows, ascending in each column, diagonal first, and (stored, LANES)
             float32 values with the reciprocal of each diagonal entry in its place.
@@ -299,7 +308,8 @@ class LaneFactor:
         SmoothAdvError: a matrix is not positive definite.
     """
 
-    def __init__(self, pattern: GridPattern, matrix_values: np.ndarray):
+    def __init__(self, pattern: GridPattern, matrix_values: np.ndarray, *,
+                 off_diagonal_scale: float | None = None):
         self.pattern = pattern
         self.count = matrix_values.shape[1]
         self.groups = -(-self.count // LANES)
@@ -327,6 +337,22 @@ class LaneFactor:
             self.factor_indices.append(rows.astype(np.int32))
             self.factor_values.append(values.astype(np.float32))
             self.splits.append(indptr[:pattern.top] + below_top[:pattern.top])
+        self.matrix_diagonals, self.matrix_scale = np.empty((self.groups, 0)), 1.0
+        if off_diagonal_scale is not None:
+            self._compact_matrices(float(off_diagonal_scale))
+
+    def _compact_matrices(self, scale: float) -> None:
+        """Keep the matrices as float32 weights times ``scale`` plus one diagonal value per lane, where that
+        reproduces every value exactly."""
+        last = self.pattern.matrix_indptr[1:] - 1  # the diagonal closes each column
+        off = np.ones(self.matrix_values.shape[1], bool)
+        off[last] = False
+        weights = (self.matrix_values / scale).astype(np.float32)
+        weights[:, last] = 0.0
+        diagonals = self.matrix_values[:, last[0]]  # (groups, LANES)
+        exact = np.array_equal(weights[:, off].astype(np.float64) * scale, self.matrix_values[:, off])
+        if exact and bool((self.matrix_values[:, last] == diagonals[:, None]).all()):
+            self.matrix_values, self.matrix_diagonals, self.matrix_scale = weights, diagonals.copy(), scale
 
     @property
     def stored_nonzeros(self) -> int:
@@ -384,7 +410,8 @@ class LaneFactor:
             _scale_residual(residual, norms, work)
             self._sweeps(indptr, indices, values, self.splits[group], work)
             _apply_correction(work, norms, solution, self.pattern.matrix_indptr, self.matrix_indices,
-                              self.matrix_values[group], rhs, product, residual)
+                              self.matrix_values[group], self.matrix_diagonals[group], self.matrix_scale, rhs,
+                              product, residual)
             passes += 1
 
     def _sweeps(self, indptr, indices, values, split, work) -> None:
@@ -818,28 +845,37 @@ def _unpack(packed, order, out):
 
 
 @njit(**_SOLVE_OPTIONS)
-def _product(indptr, indices, values, vector, out):
+def _product(indptr, indices, values, diagonal, scale, vector, out):
     """``out <- A vector``; A symmetric, given by its upper triangle (CSC, the diagonal last in each
-    column), values (nnz(A), 3); vector and out (n, 3)."""
+    column): off-diagonal entries ``scale * values`` (values (nnz(A), 3)), diagonal entries ``diagonal``
+    (3,) per lane, or, when that is empty, the diagonal of ``values``; vector and out (n, 3)."""
     n = vector.shape[0]
-    for j in range(n):
-        last = indptr[j + 1] - 1
-        out[j, 0] = values[last, 0] * vector[j, 0]
-        out[j, 1] = values[last, 1] * vector[j, 1]
-        out[j, 2] = values[last, 2] * vector[j, 2]
+    if diagonal.shape[0] == 0:
+        for j in range(n):
+            last = indptr[j + 1] - 1
+            out[j, 0] = values[last, 0] * vector[j, 0]
+            out[j, 1] = values[last, 1] * vector[j, 1]
+            out[j, 2] = values[last, 2] * vector[j, 2]
+    else:
+        for j in range(n):
+            out[j, 0] = diagonal[0] * vector[j, 0]
+            out[j, 1] = diagonal[1] * vector[j, 1]
+            out[j, 2] = diagonal[2] * vector[j, 2]
     ahead, final = 0, len(indices) - 1
+    step = 2 if values.itemsize == 8 else 4  # entries per cache line of values
     for j in range(n):
-        ahead = _prefetch_up_to(values, indices, ahead, min(indptr[j + 1] + PREFETCH_AHEAD, final), 2)
+        ahead = _prefetch_up_to(values, indices, ahead, min(indptr[j + 1] + PREFETCH_AHEAD, final), step)
         v0, v1, v2 = vector[j, 0], vector[j, 1], vector[j, 2]
         s0 = s1 = s2 = 0.0
         for p in range(indptr[j], indptr[j + 1] - 1):
             i = indices[p]
-            out[i, 0] += values[p, 0] * v0
-            out[i, 1] += values[p, 1] * v1
-            out[i, 2] += values[p, 2] * v2
-            s0 += values[p, 0] * vector[i, 0]
-            s1 += values[p, 1] * vector[i, 1]
-            s2 += values[p, 2] * vector[i, 2]
+            a0, a1, a2 = values[p, 0] * scale, values[p, 1] * scale, values[p, 2] * scale
+            out[i, 0] += a0 * v0
+            out[i, 1] += a1 * v1
+            out[i, 2] += a2 * v2
+            s0 += a0 * vector[i, 0]
+            s1 += a1 * vector[i, 1]
+            s2 += a2 * vector[i, 2]
         out[j, 0] += s0
         out[j, 1] += s1
         out[j, 2] += s2
@@ -902,9 +938,10 @@ def _scale_residual(residual, norms, work):
 
 
 @njit(**_SOLVE_OPTIONS)
-def _apply_correction(work, norms, solution, matrix_indptr, matrix_indices, matrix_values, rhs, product,
-                      residual):
-    """``solution += work * norm`` per lane, then its product with A and the new residual and norms."""
+def _apply_correction(work, norms, solution, matrix_indptr, matrix_indices, matrix_values, matrix_diagonal,
+                      matrix_scale, rhs, product, residual):
+    """``solution += work * norm`` per lane, then its product with A (see :func:`_product`) and the new
+    residual and norms."""
     scale0 = norms[0] if norms[0] > 0.0 else 1.0
     scale1 = norms[1] if norms[1] > 0.0 else 1.0
     scale2 = norms[2] if norms[2] > 0.0 else 1.0
@@ -912,7 +949,7 @@ def _apply_correction(work, norms, solution, matrix_indptr, matrix_indices, matr
         solution[j, 0] += work[j, 0] * scale0
         solution[j, 1] += work[j, 1] * scale1
         solution[j, 2] += work[j, 2] * scale2
-    _product(matrix_indptr, matrix_indices, matrix_values, solution, product)
+    _product(matrix_indptr, matrix_indices, matrix_values, matrix_diagonal, matrix_scale, solution, product)
     _residual_norms(rhs, product, residual, norms, np.empty(3))
 
 

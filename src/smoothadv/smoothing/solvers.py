@@ -261,7 +261,8 @@ class CholeskySolver(DirectSolver):
         groups = -(-self.batch * self.groups * repeat // cholesky.LANES)
         pattern = cholesky.grid_pattern(height, width, tuple(self.graph.offsets), sweep_parts(groups))
         values = _batched_matrix_values(self.graph, pattern, self.alpha)
-        return cholesky.LaneFactor(pattern, np.repeat(values, repeat, axis=1))
+        return cholesky.LaneFactor(pattern, np.repeat(values, repeat, axis=1),
+                                   off_diagonal_scale=_off_diagonal_scale(self.alpha))
 
     def factors(self, repeat: int):
         """The factors with each graph repeated for ``repeat`` channels, built on first use: a
@@ -352,12 +353,17 @@ def _batched_matrix_values(graph: PixelGraph, pattern, alpha: float) -> np.ndarr
     weights = graph.normalized_weights
     batch, groups = weights.shape[:2]
     flat = weights.detach().to("cpu", torch.float64).reshape(batch * groups, -1).numpy()
-    scale = 1.0 / (1.0 - alpha)
     source = pattern.matrix_source
-    values = np.full((len(source), batch * groups), scale)
+    values = np.full((len(source), batch * groups), 1.0 / (1.0 - alpha))
     off_diagonal = source >= 0
-    values[off_diagonal] = (-alpha * scale) * flat[:, source[off_diagonal]].T
+    values[off_diagonal] = _off_diagonal_scale(alpha) * flat[:, source[off_diagonal]].T
     return values
+
+
+def _off_diagonal_scale(alpha: float) -> float:
+    """``-alpha / (1 - alpha)``, the factor of the weights in the off-diagonal entries of ``L_alpha``, rounded
+    as :func:`_batched_matrix_values` computes it."""
+    return -alpha * (1.0 / (1.0 - alpha))
 
 
 #: Environment settings under which the OpenMP runtime behind torch lets its idle workers sleep soon after a
