@@ -422,23 +422,24 @@ class LaneFactor:
         spills = np.empty((parts, n - top, LANES), np.float32)
         if parts > 1 and team.available():
             forward, backward = team.task_table(parts), team.task_table(parts)
+            arrays, sizes = [indptr, indices, values, work], (n, len(indices), top)
             for q in range(parts):
-                arrays = [indptr, indices, values, work]
-                _fill_task(forward, q, _TASK_FORWARD_PART, (n, len(indices), top),
-                           [*arrays, split, spills[q]], (bounds[q], bounds[q + 1]))
-                _fill_task(backward, q, _TASK_BACKWARD_PART, (n, len(indices), top), arrays,
-                           (bounds[q], bounds[q + 1]))
-            team.run(_team_worker(), forward, parts)
-            _forward_top(indptr, indices, values, work, top, spills)
-            _backward(indptr, indices, values, work, top, n)
-            team.run(_team_worker(), backward, parts)
-            return
-        _at_once([functools.partial(_forward_part, indptr, indices, values, work, bounds[q], bounds[q + 1],
-                                    split, top, spills[q]) for q in range(parts)])
+                columns = (bounds[q], bounds[q + 1])
+                _fill_task(forward, q, _TASK_FORWARD_PART, sizes, [*arrays, split, spills[q]], columns)
+                _fill_task(backward, q, _TASK_BACKWARD_PART, sizes, arrays, columns)
+            forward_parts = functools.partial(team.run, _team_worker(), forward, parts)
+            backward_parts = functools.partial(team.run, _team_worker(), backward, parts)
+        else:
+            forward_parts = functools.partial(_at_once, [
+                functools.partial(_forward_part, indptr, indices, values, work, bounds[q], bounds[q + 1],
+                                  split, top, spills[q]) for q in range(parts)])
+            backward_parts = functools.partial(_at_once, [
+                functools.partial(_backward, indptr, indices, values, work, bounds[q], bounds[q + 1])
+                for q in range(parts)])
+        forward_parts()
         _forward_top(indptr, indices, values, work, top, spills)
         _backward(indptr, indices, values, work, top, n)
-        _at_once([functools.partial(_backward, indptr, indices, values, work, bounds[q], bounds[q + 1])
-                  for q in range(parts)])
+        backward_parts()
 
 
 def _at_once(tasks: list) -> None:
