@@ -24,7 +24,7 @@ from smoothadv.attacks import PRESETS, SmoothCarliniWagnerL2
 from smoothadv.smoothing import cholesky, solvers
 
 KERNELS = ("_start_refinement", "_scale_residual", "_forward_part", "_forward_top", "_backward",
-           "_apply_correction", "_extrapolate")
+           "_apply_correction", "_extrapolate_lanes")
 METHODS = ((cholesky.LaneFactor, "pack"), (cholesky.LaneFactor, "unpack"), (cholesky.LaneFactor, "_sweeps"),
            (solvers.CholeskySolver, "_lane_factor"))
 

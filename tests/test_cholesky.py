@@ -108,6 +108,7 @@ class TestFactorAndSolve:
             for j in range(n):
                 span = slice(pattern.factor_indptr[j], pattern.factor_indptr[j + 1])
                 lower[pattern.factor_indices[span], j] = factor[span, k]
+                lower[j, j] = 1.0 / factor[span.start, k]  # factorize stores 1 / L_jj
             permuted = dense[k][np.ix_(pattern.order, pattern.order)]
             np.testing.assert_allclose(lower @ lower.T, permuted, rtol=1e-12, atol=1e-12)
 
@@ -156,9 +157,11 @@ class TestRefinedSolve:
 
     def _solve(self, factor, rhs, start=None, tol=1e-6):
         packed = factor.pack(rhs)
-        solution, product = start if start is not None else (np.empty_like(packed), np.empty_like(packed))
-        results = [factor.solve_group(g, packed[g], solution[g], product[g], warm=start is not None, tol=tol,
-                                      max_passes=8) for g in range(factor.groups)]
+        solution, product = np.empty_like(packed), np.empty_like(packed)
+        results = [factor.solve_group(g, packed[g], solution[g], product[g], tol=tol, max_passes=8,
+                                      start=None if start is None else (start[0][g], start[0][g], start[1][g],
+                                                                        start[1][g]))
+                   for g in range(factor.groups)]
         reported = np.concatenate([relative for _, relative in results])[:factor.count]
         return factor.unpack(solution), reported, [passes for passes, _ in results], (solution, product)
 
@@ -202,6 +205,27 @@ class TestRefinedSolve:
         assert _relative_residuals(dense, solution, close).max() <= 1e-9
         np.testing.assert_allclose(reported, _relative_residuals(dense, solution, close), rtol=1e-3)
 
+    def test_a_start_that_meets_tol_is_the_solution(self):
+        # right-hand sides on a line: the extrapolation of the last two solutions solves the third (to
+        # rounding), so no correction is made and the start itself, with its product, is returned
+        factor, dense = self._factor()
+        rng = np.random.default_rng(7)
+        first = rng.normal(size=(5, factor.pattern.size))
+        step = 1e-3 * rng.normal(size=first.shape)
+        _, _, _, (x0, p0) = self._solve(factor, first, tol=1e-12)
+        _, _, _, (x1, p1) = self._solve(factor, first + step, start=(x0, p0), tol=1e-12)
+        packed = factor.pack(first + 2 * step)
+        solution, product = np.full_like(packed, np.nan), np.full_like(packed, np.nan)
+        start = (x0[0], x1[0], p0[0], p1[0])
+        passes, relative = factor.solve_group(0, packed[0], solution[0], product[0], start=start, tol=1e-6,
+                                              max_passes=8)
+        assert passes == 0
+        np.testing.assert_array_equal(solution[0], 2 * x1[0] - x0[0])
+        np.testing.assert_array_equal(product[0], 2 * p1[0] - p0[0])
+        unpacked = factor.unpack(solution)[:3]
+        true = _relative_residuals(dense[:3], unpacked, first[:3] + 2 * step[:3])
+        np.testing.assert_allclose(relative, true, rtol=1e-3, atol=1e-15)
+
     def test_a_start_worse_than_zero_is_dropped(self):
         factor, dense = self._factor()
         rng = np.random.default_rng(5)
@@ -244,9 +268,9 @@ class TestRefinedSolve:
         pattern = cholesky.grid_pattern(48, 48, tuple(graph.offsets))
         values = _batched_matrix_values(graph, pattern, 0.997)
         factor = cholesky.LaneFactor(pattern, values)
-        exact = cholesky.factorize(pattern, values)  # (nnz(L), 3) float64
+        exact = cholesky.factorize(pattern, values)  # (nnz(L), 3) float64, 1 / L_jj on the diagonal
         columns = np.repeat(np.arange(pattern.size), np.diff(pattern.factor_indptr))
-        ratio = (np.abs(exact) / exact[pattern.factor_indptr[:-1]][columns]).max(axis=1)
+        ratio = (np.abs(exact) * exact[pattern.factor_indptr[:-1]][columns]).max(axis=1)
         stored = np.zeros(pattern.factor_nonzeros, bool)
         for j in range(pattern.size):  # map each stored entry back to its place in the full pattern
             full = pattern.factor_indices[pattern.factor_indptr[j]:pattern.factor_indptr[j + 1]]
@@ -258,7 +282,7 @@ class TestRefinedSolve:
         rhs = torch.randn(guide.shape, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
         packed = factor.pack(rhs.reshape(3, -1).numpy())
         solution, product = np.empty_like(packed), np.empty_like(packed)
-        passes, relative = factor.solve_group(0, packed[0], solution[0], product[0], warm=False, tol=1e-12,
+        passes, relative = factor.solve_group(0, packed[0], solution[0], product[0], start=None, tol=1e-12,
                                               max_passes=8)
         assert relative.max() <= 1e-12 and passes <= 3  # still about six digits a correction
 

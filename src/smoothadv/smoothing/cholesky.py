@@ -244,7 +244,8 @@ def factorize(pattern: GridPattern, matrix_values: np.ndarray) -> np.ndarray:
         matrix_values: (nnz(A), K) float64 values of the upper triangles in the pattern's entry order.
 
     Returns:
-        (nnz(L), K) factor values, in the order of ``pattern.factor_indices``.
+        (nnz(L), K) factor values, in the order of ``pattern.factor_indices``, with ``1 / L_jj`` in place of
+        each diagonal entry: the solves multiply by it instead of dividing.
 
     Raises:
         SmoothAdvError: a matrix is not positive definite (a non-finite weight got through).
@@ -258,6 +259,8 @@ def factorize(pattern: GridPattern, matrix_values: np.ndarray) -> np.ndarray:
             f"the smoothing matrix is not positive definite (pivot {failed}); the graph weights must be "
             "finite and alpha in [0, 1)."
         )
+    diagonals = pattern.factor_indptr[:-1]
+    values[diagonals] = 1.0 / values[diagonals]
     return values
 
 
@@ -323,14 +326,12 @@ class LaneFactor:
         columns = np.repeat(np.arange(pattern.size), np.diff(pattern.factor_indptr))
         diagonals = pattern.factor_indptr[:-1]
         for group in self.matrix_values:
-            factor = factorize(pattern, group)  # (nnz(L), LANES) float64
-            keep = (np.abs(factor) >= DROP_BELOW * factor[diagonals][columns]).any(axis=1)
+            factor = factorize(pattern, group)  # (nnz(L), LANES) float64, 1 / L_jj on the diagonal
+            keep = (np.abs(factor) * factor[diagonals][columns] >= DROP_BELOW).any(axis=1)
             keep[diagonals] = True
             indptr = np.zeros(pattern.size + 1, np.int64)
             np.cumsum(np.bincount(columns[keep], minlength=pattern.size), out=indptr[1:])
             values = factor[keep]
-            # the kernels multiply by the reciprocal of each diagonal entry instead of dividing by it
-            values[indptr[:-1]] = 1.0 / values[indptr[:-1]]
             rows = pattern.factor_indices[keep]
             below_top = np.bincount(columns[keep][rows < pattern.top], minlength=pattern.size)
             self.factor_indptr.append(indptr)
@@ -379,16 +380,21 @@ class LaneFactor:
         return out
 
     def solve_group(self, group: int, rhs: np.ndarray, solution: np.ndarray, product: np.ndarray, *,
-                    warm: bool, tol: float, max_passes: int) -> tuple[int, np.ndarray]:
-        """Refine ``solution`` towards ``A^-1 rhs`` for one group, in place (all (n, LANES) float64, packed,
+                    start: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None, tol: float,
+                    max_passes: int) -> tuple[int, np.ndarray]:
+        """Solve ``A x = rhs`` for one group by refinement, into ``solution`` (all (n, LANES) float64, packed,
         C-contiguous: the slices of :meth:`pack`'s output are).
 
         Args:
             rhs: right-hand sides.
-            solution: the start when ``warm`` (each system falls back to zero where that start is worse
-                than zero); overwritten with the solution.
-            product: ``A @ solution`` on entry when ``warm``; overwritten with ``A @ solution`` of the
-                result (the next warm start's residual costs no product).
+            solution: where the solution is written.
+            product: where ``A @ solution`` is written (the next warm start's residual costs no product).
+            start: None to start from zero, or ``(x_previous, x_last, p_previous, p_last)``: two earlier
+                solutions and their products, not ``solution`` or ``product`` themselves. The start is
+                their linear extrapolation ``2 x_last - x_previous``, whose product is ``2 p_last -
+                p_previous`` (pass the same arrays twice to start from ``x_last``). It is formed inside the
+                first correction rather than stored first, and each system falls back to zero where it is
+                worse than zero.
             tol: relative residual to reach; 0 makes exactly ``max_passes`` corrections.
             max_passes: most corrections.
 
@@ -401,17 +407,26 @@ class LaneFactor:
         residual = np.empty_like(rhs)
         work = np.empty(rhs.shape, np.float32)
         rhs_norms, norms, relative = np.empty(LANES), np.empty(LANES), np.zeros(LANES)
-        _start_refinement(rhs, solution, product, residual, warm, rhs_norms, norms)
+        kept = np.zeros(LANES, np.bool_)  # per system: whether the start is used
+        previous, last = (start[0], start[1]) if start is not None else (rhs, rhs)
+        products = (start[2], start[3]) if start is not None else (rhs, rhs)
+        _start_refinement(rhs, *products, start is not None, residual, rhs_norms, norms, kept)
         passes = 0
         while True:
             np.divide(norms, rhs_norms, out=relative, where=rhs_norms > 0)
             if relative.max() <= tol or passes >= max_passes:
+                if passes == 0:  # the start is the solution
+                    _extrapolate_lanes(previous, last, kept, solution)
+                    _extrapolate_lanes(*products, kept, product)
                 return passes, relative
             _scale_residual(residual, norms, work)
             self._sweeps(indptr, indices, values, self.splits[group], work)
-            _apply_correction(work, norms, solution, self.pattern.matrix_indptr, self.matrix_indices,
-                              self.matrix_values[group], self.matrix_diagonals[group], self.matrix_scale, rhs,
-                              product, residual)
+            _apply_correction(work, norms, previous, last, kept, solution, self.pattern.matrix_indptr,
+                              self.matrix_indices, self.matrix_values[group], self.matrix_diagonals[group],
+                              self.matrix_scale, rhs, product, residual)
+            # later corrections add to the solution: 2 x - x is x exactly
+            previous = last = solution
+            kept[:] = True
             passes += 1
 
     def _sweeps(self, indptr, indices, values, split, work) -> None:
@@ -459,13 +474,6 @@ def _at_once(tasks: list) -> None:
 
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
-
-
-def extrapolate(previous: np.ndarray, last: np.ndarray) -> np.ndarray:
-    """``2 last - previous`` (the linear extrapolation of a sequence), in one compiled pass."""
-    out = np.empty_like(last)
-    _extrapolate(previous.reshape(-1), last.reshape(-1), out.reshape(-1))
-    return out
 
 
 def solve(pattern: GridPattern, factor: np.ndarray, rhs: np.ndarray, out: np.ndarray | None = None
@@ -814,25 +822,27 @@ def _backward(indptr, indices, values, work, first, end):
 
 
 @njit(**_SOLVE_OPTIONS)
-def _extrapolate(previous, last, out):
-    for i in range(out.shape[0]):
-        out[i] = 2.0 * last[i] - previous[i]
+def _extrapolate_lanes(previous, last, kept, out):
+    """``out <- 2 last - previous`` in the lanes where ``kept`` (3,), zero in the others; all (n, 3)."""
+    for j in range(out.shape[0]):
+        for t in range(3):
+            out[j, t] = 2.0 * last[j, t] - previous[j, t] if kept[t] else 0.0
 
 
 @njit(**_SOLVE_OPTIONS)
 def _pack(rhs, order, packed):
     """``packed[g, i, t] = rhs[lanes g + t, order[i]]`` (lanes = ``packed.shape[2]``), zero past the K
-    rows of rhs."""
-    count, lanes = rhs.shape[0], packed.shape[2]
+    rows of rhs. Row by row of ``packed``: its writes are contiguous, and the K values of a row are read
+    from K rows of rhs at one offset (a batch of MNIST guides: the rhs stays in cache)."""
+    count, size, lanes = rhs.shape[0], packed.shape[1], packed.shape[2]
     for g in range(packed.shape[0]):
-        for t in range(lanes):
-            row = lanes * g + t
-            if row < count:
-                for i in range(packed.shape[1]):
-                    packed[g, i, t] = rhs[row, order[i]]
-            else:
-                for i in range(packed.shape[1]):
-                    packed[g, i, t] = 0.0
+        used = min(lanes, count - lanes * g)
+        for i in range(size):
+            pixel = order[i]
+            for t in range(used):
+                packed[g, i, t] = rhs[lanes * g + t, pixel]
+            for t in range(used, lanes):
+                packed[g, i, t] = 0.0
 
 
 @njit(**_SOLVE_OPTIONS)
@@ -910,18 +920,30 @@ def _residual_norms(rhs, product, residual, norms, rhs_norms):
 
 
 @njit(**_SOLVE_OPTIONS)
-def _start_refinement(rhs, solution, product, residual, warm, rhs_norms, norms):
-    """The (3,) norms of rhs and of the residual of the start: ``solution`` and its ``product`` when
-    ``warm`` (zero for each lane where that is worse than zero), else zero."""
-    if not warm:
-        solution[:] = 0.0
-        product[:] = 0.0
-    _residual_norms(rhs, product, residual, norms, rhs_norms)
+def _start_refinement(rhs, previous_product, last_product, warm, residual, rhs_norms, norms, kept):
+    """The residual of the start and the (3,) norms of rhs and of that residual; all arrays (n, 3).
+
+    Warm, the start's product is ``2 last_product - previous_product``, formed here and not stored; a lane
+    whose start is worse than zero starts from zero (``kept[t]`` False, its residual ``rhs``). Cold, every
+    lane starts from zero (the products are not read)."""
+    if warm:
+        s0 = s1 = s2 = q0 = q1 = q2 = 0.0
+        for j in range(rhs.shape[0]):
+            b0, b1, b2 = rhs[j, 0], rhs[j, 1], rhs[j, 2]
+            d0 = b0 - (2.0 * last_product[j, 0] - previous_product[j, 0])
+            d1 = b1 - (2.0 * last_product[j, 1] - previous_product[j, 1])
+            d2 = b2 - (2.0 * last_product[j, 2] - previous_product[j, 2])
+            residual[j, 0], residual[j, 1], residual[j, 2] = d0, d1, d2
+            s0, s1, s2 = s0 + d0 * d0, s1 + d1 * d1, s2 + d2 * d2
+            q0, q1, q2 = q0 + b0 * b0, q1 + b1 * b1, q2 + b2 * b2
+        norms[0], norms[1], norms[2] = np.sqrt(s0), np.sqrt(s1), np.sqrt(s2)
+        rhs_norms[0], rhs_norms[1], rhs_norms[2] = np.sqrt(q0), np.sqrt(q1), np.sqrt(q2)
+    else:
+        _residual_norms(rhs, np.zeros_like(rhs), residual, norms, rhs_norms)
     for t in range(3):
-        if warm and not norms[t] < rhs_norms[t]:  # the start is worse than zero: start from zero
+        kept[t] = warm and norms[t] < rhs_norms[t]
+        if not kept[t]:  # start from zero
             for j in range(rhs.shape[0]):
-                solution[j, t] = 0.0
-                product[j, t] = 0.0
                 residual[j, t] = rhs[j, t]
             norms[t] = rhs_norms[t]
 
@@ -939,24 +961,29 @@ def _scale_residual(residual, norms, work):
 
 
 @njit(**_SOLVE_OPTIONS)
-def _apply_correction(work, norms, solution, matrix_indptr, matrix_indices, matrix_values, matrix_diagonal,
-                      matrix_scale, rhs, product, residual):
-    """``solution += work * norm`` per lane, then its product with A (see :func:`_product`) and the new
-    residual and norms."""
+def _apply_correction(work, norms, previous, last, kept, solution, matrix_indptr, matrix_indices,
+                      matrix_values, matrix_diagonal, matrix_scale, rhs, product, residual):
+    """``solution <- start + work * norm`` per lane, the start being ``2 last - previous`` where ``kept`` (3,)
+    and zero elsewhere (``previous``, ``last`` may be ``solution`` itself); then its product with A (see
+    :func:`_product`) and the new residual and norms."""
     scale0 = norms[0] if norms[0] > 0.0 else 1.0
     scale1 = norms[1] if norms[1] > 0.0 else 1.0
     scale2 = norms[2] if norms[2] > 0.0 else 1.0
     for j in range(solution.shape[0]):
-        solution[j, 0] += work[j, 0] * scale0
-        solution[j, 1] += work[j, 1] * scale1
-        solution[j, 2] += work[j, 2] * scale2
+        base0 = 2.0 * last[j, 0] - previous[j, 0] if kept[0] else 0.0
+        base1 = 2.0 * last[j, 1] - previous[j, 1] if kept[1] else 0.0
+        base2 = 2.0 * last[j, 2] - previous[j, 2] if kept[2] else 0.0
+        solution[j, 0] = base0 + work[j, 0] * scale0
+        solution[j, 1] = base1 + work[j, 1] * scale1
+        solution[j, 2] = base2 + work[j, 2] * scale2
     _product(matrix_indptr, matrix_indices, matrix_values, matrix_diagonal, matrix_scale, solution, product)
     _residual_norms(rhs, product, residual, norms, np.empty(3))
 
 
 @njit(**_SOLVE_OPTIONS)
 def _column_solve(factor_indptr, factor_indices, factor_values, work):
-    """``work <- L^-T L^-1 work`` in place; work (n, K) in elimination order, factor_values (nnz(L), K)."""
+    """``work <- L^-T L^-1 work`` in place; work (n, K) in elimination order, factor_values (nnz(L), K) from
+    :func:`factorize` (the reciprocal of each diagonal entry in its place: a product, not a division)."""
     n, k_count = work.shape
     flat = factor_values.reshape(-1)  # each column's entries are contiguous: prefetch it and 4 KB more
     line, ahead = 64 // factor_values.itemsize, 4096 // factor_values.itemsize
@@ -965,7 +992,7 @@ def _column_solve(factor_indptr, factor_indices, factor_values, work):
         start, end = factor_indptr[j], factor_indptr[j + 1]
         position = _prefetch_lines(flat, position, min(end * k_count + ahead, len(flat)), line)
         for t in range(k_count):
-            work[j, t] /= factor_values[start, t]
+            work[j, t] *= factor_values[start, t]
         for entry in range(start + 1, end):
             row = factor_indices[entry]
             for t in range(k_count):
@@ -981,7 +1008,7 @@ def _column_solve(factor_indptr, factor_indices, factor_values, work):
             for t in range(k_count):
                 accumulator[t] += factor_values[entry, t] * work[row, t]
         for t in range(k_count):
-            work[j, t] = (work[j, t] - accumulator[t]) / factor_values[start, t]
+            work[j, t] = (work[j, t] - accumulator[t]) * factor_values[start, t]
 
 
 @njit(cache=True, nogil=True)

@@ -296,12 +296,15 @@ class CholeskySolver(DirectSolver):
         factor = self.factors(repeat)
         rhs = factor.pack(systems)
         history = self._history.setdefault((sequence, repeat), []) if sequence is not None else []
-        start = _extrapolate(history)
-        solution, product = start if start is not None else (np.empty_like(rhs), np.empty_like(rhs))
+        solution, product = np.empty_like(rhs), np.empty_like(rhs)
 
         def run(group):
-            return factor.solve_group(group, rhs[group], solution[group], product[group],
-                                      warm=start is not None, tol=self.tol, max_passes=self.max_passes)
+            # the warm start: the extrapolation of the last two solutions of the sequence (an attack's
+            # signals move by similar steps, so it is closer than the last one), or the last one alone
+            start = None if not history else tuple(
+                pair[item][group] for item in (0, 1) for pair in (history[0], history[-1]))
+            return factor.solve_group(group, rhs[group], solution[group], product[group], start=start,
+                                      tol=self.tol, max_passes=self.max_passes)
 
         # parts run on torch's threads only when started from this thread (a thread of a pool would start
         # a team of its own): the groups then go one after another, each on all the threads
@@ -400,19 +403,6 @@ def sweep_parts(groups: int) -> int:
     if not openmp_workers_yield():
         return 1
     return max(1, threads // groups)
-
-
-def _extrapolate(history: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray] | None:
-    """Warm start of the next solve of a sequence from its last solutions: the last one, or the linear
-    extrapolation ``2 x_k - x_(k-1)`` once there are two (an attack's signals move by similar steps, so
-    this start is closer). The products ``A x`` extrapolate alike, exactly to rounding: no new product."""
-    if not history:
-        return None
-    if len(history) == 1:
-        solution, product = history[0]
-        return solution.copy(), product.copy()
-    (old_solution, old_product), (solution, product) = history
-    return cholesky.extrapolate(old_solution, solution), cholesky.extrapolate(old_product, product)
 
 
 def _spans(count: int, parts: int) -> list[slice]:
