@@ -35,7 +35,8 @@ def refined_pieces() -> dict:
     factor = solver.factors(1)
     n = factor.pattern.size
     rng = np.random.default_rng(0)
-    work = rng.standard_normal((n, 3)).astype(np.float32)
+    work = np.zeros((n, cholesky.WIDTH), np.float32)
+    work[:, :3] = rng.standard_normal((n, 3))
     rhs, solution = rng.standard_normal((n, 3)), rng.standard_normal((n, 3))
     product, residual, close = np.empty_like(rhs), np.empty_like(rhs), 0.99 * rhs
     indptr, indices, values = factor.factor_indptr[0], factor.factor_indices[0], factor.factor_values[0]
@@ -45,11 +46,15 @@ def refined_pieces() -> dict:
     def sweeps():
         factor._sweeps(indptr, indices, values, factor.splits[0], work.copy())
 
-    def correction():
-        cholesky._apply_correction(work, np.ones(3), solution, *matrix, rhs, product, residual)
+    kept = np.ones(3, np.bool_)
+
+    def correction():  # from an extrapolated start, as the first correction of a warm solve
+        cholesky._apply_correction(work, np.ones(3), close, solution, kept, np.empty_like(rhs), *matrix, rhs,
+                                   product, residual)
 
     def start():
-        cholesky._start_refinement(rhs, solution, close.copy(), residual, True, np.empty(3), np.empty(3))
+        norms = np.empty(3), np.empty(3)
+        cholesky._start_refinement(rhs, close, solution, True, residual, *norms, kept.copy())
 
     return {"sweeps 224x224x3 (one pass)": sweeps, "product + residual 224x224x3": correction,
             "warm start 224x224x3": start}

@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import time
 
+import numba
 import numpy as np
 import pytest
 import torch
+from numba import njit
 
 from smoothadv.core.errors import SmoothAdvError
 from smoothadv.smoothing import Smoothing, build_graph, cholesky, solvers, team
+from smoothadv.smoothing._vectors import WIDTH, gather_column, scatter_column
 from smoothadv.smoothing.graph import NEIGHBOUR_OFFSETS
 from smoothadv.smoothing.solvers import _batched_matrix_values, assemble_dense, make_solver
 
@@ -450,7 +453,8 @@ class TestTorchTeam:
         pattern = cholesky.grid_pattern(24, 26, NEIGHBOUR_OFFSETS[8], parts)
         values, _ = _random_values(pattern, count=3, seed=11)
         factor = cholesky.LaneFactor(pattern, values)
-        work = np.random.default_rng(12).normal(size=(pattern.size, 3)).astype(np.float32)
+        work = np.zeros((pattern.size, cholesky.WIDTH), np.float32)
+        work[:, :3] = np.random.default_rng(12).normal(size=(pattern.size, 3))
         arguments = (factor.factor_indptr[0], factor.factor_indices[0], factor.factor_values[0],
                      factor.splits[0])
         on_team = work.copy()
@@ -487,3 +491,39 @@ class TestTorchTeam:
         finally:
             torch.set_num_threads(previous)
         assert os.waitstatus_to_exitcode(status) == 0
+
+
+@njit
+def _scatter(target, offset, values, indices, start, end, x):
+    scatter_column(target, offset, values, indices, start, end, x[0], x[1], x[2], x[3])
+
+
+@njit
+def _gather(work, values, indices, start, end):
+    return gather_column(work, values, indices, start, end)
+
+
+class TestVectorColumns:
+    """The four-wide column kernels of the sweeps against NumPy, for every length (odd, even, empty)."""
+
+    @pytest.mark.parametrize("count", (0, 1, 2, 5, 8))
+    def test_scatter_and_gather_agree_with_numpy(self, count):
+        rng = np.random.default_rng(count)
+        work = rng.normal(size=(12, WIDTH)).astype(np.float32)
+        values = rng.normal(size=(count + 3, WIDTH)).astype(np.float32)
+        indices = rng.integers(4, 12, size=count + 3).astype(np.int32)
+        x = rng.normal(size=WIDTH).astype(np.float32)
+        start, end = 2, 2 + count
+        expected = work.copy()
+        for p in range(start, end):
+            expected[indices[p] - 4] -= values[p] * x
+        scattered = work.copy()
+        _scatter(scattered, 4, values, indices, start, end, x)
+        np.testing.assert_allclose(scattered, expected, rtol=1e-6, atol=1e-6)
+        total = (values[start:end] * work[indices[start:end]]).sum(axis=0)
+        np.testing.assert_allclose(_gather(work, values, indices, start, end), total, rtol=1e-5, atol=1e-6)
+
+    def test_other_dtypes_are_refused_at_compile_time(self):
+        work = np.zeros((3, WIDTH))  # float64
+        with pytest.raises(numba.TypingError):
+            _gather(work, np.zeros((3, WIDTH), np.float32), np.zeros(3, np.int32), 0, 3)

@@ -44,6 +44,7 @@ from numba.extending import intrinsic
 
 from smoothadv.core.errors import SmoothAdvError
 from smoothadv.smoothing import team
+from smoothadv.smoothing._vectors import WIDTH, gather_column, scatter_column
 from smoothadv.smoothing.graph import grid_edges
 
 
@@ -303,8 +304,10 @@ class LaneFactor:
             (empty when not compact: the diagonal is in the values) and the scale of the off-diagonal
             values (1.0 when not compact).
         factor_indptr, factor_indices, factor_values: per group, the stored factor: (n + 1,) int64 column
-            starts, (stored,) int32 rows, ascending in each column, diagonal first, and (stored, LANES)
-            float32 values with the reciprocal of each diagonal entry in its place.
+            starts, (stored,) int32 rows, ascending in each column, diagonal first, and (stored, WIDTH)
+            float32 values with the reciprocal of each diagonal entry in its place: the LANES values, then
+            a padding lane that holds the identity, so that an entry is one four-wide vector
+            (:mod:`~smoothadv.smoothing._vectors`).
         splits: per group, (top,) the first entry of each column of the parts that lies in the top.
 
     Raises:
@@ -336,7 +339,10 @@ class LaneFactor:
             below_top = np.bincount(columns[keep][rows < pattern.top], minlength=pattern.size)
             self.factor_indptr.append(indptr)
             self.factor_indices.append(rows.astype(np.int32))
-            self.factor_values.append(values.astype(np.float32))
+            padded_values = np.zeros((len(values), WIDTH), np.float32)  # the padding lane: the identity
+            padded_values[:, :LANES] = values
+            padded_values[indptr[:-1], LANES:] = 1.0
+            self.factor_values.append(padded_values)
             self.splits.append(indptr[:pattern.top] + below_top[:pattern.top])
         self.matrix_diagonals, self.matrix_scale = np.empty((self.groups, 0)), 1.0
         if off_diagonal_scale is not None:
@@ -405,7 +411,7 @@ class LaneFactor:
         indptr, indices = self.factor_indptr[group], self.factor_indices[group]
         values = self.factor_values[group]
         residual = np.empty_like(rhs)
-        work = np.empty(rhs.shape, np.float32)
+        work = np.empty((rhs.shape[0], WIDTH), np.float32)
         rhs_norms, norms, relative = np.empty(LANES), np.empty(LANES), np.zeros(LANES)
         kept = np.zeros(LANES, np.bool_)  # per system: whether the start is used
         previous, last = (start[0], start[1]) if start is not None else (rhs, rhs)
@@ -434,7 +440,7 @@ class LaneFactor:
         where :func:`~smoothadv.smoothing.team.available`), the top alone."""
         bounds, top, parts = self.pattern.part_bounds, self.pattern.top, self.pattern.parts
         n = self.pattern.size
-        spills = np.empty((parts, n - top, LANES), np.float32)
+        spills = np.empty((parts, n - top, WIDTH), np.float32)
         if parts > 1 and team.available():
             forward, backward = team.task_table(parts), team.task_table(parts)
             arrays, sizes = [indptr, indices, values, work], (n, len(indices), top)
@@ -686,9 +692,10 @@ def _numeric_factor(n, indptr, indices, matrix_values, parent, factor_indptr, fa
     return -1
 
 
-# The solve kernels spell out the LANES = 3 values of an entry so that they stay in registers (the compiler
-# cannot prove that work[i] and work[j] do not overlap). error_model="numpy" drops Python's zero-division
-# checks; "contract" lets multiply-subtract pairs fuse, nothing else of fastmath.
+# The float64 kernels spell out the LANES = 3 values of an entry so that they stay in registers (the
+# compiler cannot prove that work[i] and work[j] do not overlap); the float32 sweeps handle an entry as one
+# vector of WIDTH values (smoothing/_vectors.py). error_model="numpy" drops Python's zero-division checks;
+# "contract" lets multiply-subtract pairs fuse, nothing else of fastmath.
 _SOLVE_OPTIONS = {"cache": True, "nogil": True, "error_model": "numpy", "fastmath": {"contract"}}
 
 #: Entries of the factor (or of the matrices) read ahead of the sweep. Between two solves a classifier
@@ -755,9 +762,9 @@ def _prefetch_down_to(values, indices, position, target, step):
 @njit(**_SOLVE_OPTIONS)
 def _forward_part(indptr, indices, values, work, first, end, split, top, spill):
     """Forward sweep ``L y = b`` over columns ``first:end`` of one part, scattering each solved value below:
-    into ``work`` (n, 3) for the rows of the part, into ``spill`` (n - top, 3), zeroed first, for the rows
-    of the top, which other parts update too. ``split[j]``: the first entry of column j in the top.
-    values (stored, 3) hold the reciprocal of each diagonal entry in its place."""
+    into ``work`` (n, WIDTH) for the rows of the part, into ``spill`` (n - top, WIDTH), zeroed first, for
+    the rows of the top, which other parts update too. ``split[j]``: the first entry of column j in the
+    top. values (stored, WIDTH) hold the reciprocal of each diagonal entry in its place."""
     spill[:] = 0.0
     ahead, final = indptr[first], len(indices) - 1
     for j in range(first, end):
@@ -766,27 +773,20 @@ def _forward_part(indptr, indices, values, work, first, end, split, top, spill):
         x0 = work[j, 0] * values[diagonal, 0]
         x1 = work[j, 1] * values[diagonal, 1]
         x2 = work[j, 2] * values[diagonal, 2]
-        work[j, 0], work[j, 1], work[j, 2] = x0, x1, x2
-        for p in range(diagonal + 1, split[j]):
-            i = indices[p]
-            work[i, 0] -= values[p, 0] * x0
-            work[i, 1] -= values[p, 1] * x1
-            work[i, 2] -= values[p, 2] * x2
-        for p in range(split[j], indptr[j + 1]):
-            i = indices[p] - top
-            spill[i, 0] -= values[p, 0] * x0
-            spill[i, 1] -= values[p, 1] * x1
-            spill[i, 2] -= values[p, 2] * x2
+        x3 = work[j, 3] * values[diagonal, 3]
+        work[j, 0], work[j, 1], work[j, 2], work[j, 3] = x0, x1, x2, x3
+        scatter_column(work, 0, values, indices, diagonal + 1, split[j], x0, x1, x2, x3)
+        scatter_column(spill, top, values, indices, split[j], indptr[j + 1], x0, x1, x2, x3)
 
 
 @njit(**_SOLVE_OPTIONS)
 def _forward_top(indptr, indices, values, work, top, spills):
-    """The parts' updates of the top rows (spills (P, n - top, 3)) added, then the forward sweep over the
-    top columns (a part whose entries all stay in ``work``)."""
+    """The parts' updates of the top rows (spills (P, n - top, WIDTH)) added, then the forward sweep over
+    the top columns (a part whose entries all stay in ``work``)."""
     n = work.shape[0]
     for q in range(spills.shape[0]):
         for i in range(n - top):
-            for t in range(3):
+            for t in range(WIDTH):
                 work[top + i, t] += spills[q, i, t]
     _forward_part(indptr, indices, values, work, top, n, indptr[1:], n, spills[0, :0])
 
@@ -794,31 +794,16 @@ def _forward_top(indptr, indices, values, work, top, spills):
 @njit(**_SOLVE_OPTIONS)
 def _backward(indptr, indices, values, work, first, end):
     """Backward sweep ``L^T x = y`` over columns ``end - 1`` down to ``first``, gathering column j of L
-    (its rows are solved already: rows below, in the same part or in the top); two sums in flight."""
+    (its rows are solved already: rows below, in the same part or in the top)."""
     ahead = indptr[end] - 1
     for j in range(end - 1, first - 1, -1):
         ahead = _prefetch_down_to(values, indices, ahead, max(indptr[j] - PREFETCH_AHEAD, 0), 4)
         diagonal = indptr[j]
-        a0, a1, a2 = work[j, 0], work[j, 1], work[j, 2]
-        b0 = b1 = b2 = a0 * 0  # of the work dtype
-        p = indptr[j + 1] - 1
-        while p - 1 > diagonal:  # from the last row: the rows solved longest ago come first
-            i, k = indices[p], indices[p - 1]
-            a0 -= values[p, 0] * work[i, 0]
-            a1 -= values[p, 1] * work[i, 1]
-            a2 -= values[p, 2] * work[i, 2]
-            b0 += values[p - 1, 0] * work[k, 0]
-            b1 += values[p - 1, 1] * work[k, 1]
-            b2 += values[p - 1, 2] * work[k, 2]
-            p -= 2
-        if p > diagonal:
-            i = indices[p]
-            a0 -= values[p, 0] * work[i, 0]
-            a1 -= values[p, 1] * work[i, 1]
-            a2 -= values[p, 2] * work[i, 2]
-        work[j, 0] = (a0 - b0) * values[diagonal, 0]
-        work[j, 1] = (a1 - b1) * values[diagonal, 1]
-        work[j, 2] = (a2 - b2) * values[diagonal, 2]
+        s0, s1, s2, s3 = gather_column(work, values, indices, diagonal + 1, indptr[j + 1])
+        work[j, 0] = (work[j, 0] - s0) * values[diagonal, 0]
+        work[j, 1] = (work[j, 1] - s1) * values[diagonal, 1]
+        work[j, 2] = (work[j, 2] - s2) * values[diagonal, 2]
+        work[j, 3] = (work[j, 3] - s3) * values[diagonal, 3]
 
 
 @njit(**_SOLVE_OPTIONS)
@@ -950,7 +935,8 @@ def _start_refinement(rhs, previous_product, last_product, warm, residual, rhs_n
 
 @njit(**_SOLVE_OPTIONS)
 def _scale_residual(residual, norms, work):
-    """``work <- residual / norm`` per lane, in the factor's dtype: no overflow, no underflow."""
+    """``work <- residual / norm`` per lane, in the factor's dtype (work (n, WIDTH), the lane past the
+    three zero): no overflow, no underflow."""
     scale0 = 1.0 / norms[0] if norms[0] > 0.0 else 1.0
     scale1 = 1.0 / norms[1] if norms[1] > 0.0 else 1.0
     scale2 = 1.0 / norms[2] if norms[2] > 0.0 else 1.0
@@ -958,6 +944,7 @@ def _scale_residual(residual, norms, work):
         work[j, 0] = residual[j, 0] * scale0
         work[j, 1] = residual[j, 1] * scale1
         work[j, 2] = residual[j, 2] * scale2
+        work[j, 3] = 0.0  # the padding lane
 
 
 @njit(**_SOLVE_OPTIONS)
@@ -1035,13 +1022,13 @@ def _run_part(row, backward):
     n, stored, top = row[1], row[2], row[3]
     indptr = carray(team.pointer(row[4]), (n + 1,), np.int64)
     indices = carray(team.pointer(row[5]), (stored,), np.int32)
-    values = carray(team.pointer(row[6]), (stored, LANES), np.float32)
-    work = carray(team.pointer(row[7]), (n, LANES), np.float32)
+    values = carray(team.pointer(row[6]), (stored, WIDTH), np.float32)
+    work = carray(team.pointer(row[7]), (n, WIDTH), np.float32)
     if backward:
         _backward(indptr, indices, values, work, row[8], row[9])
     else:
         split = carray(team.pointer(row[8]), (top,), np.int64)
-        spill = carray(team.pointer(row[9]), (n - top, LANES), np.float32)
+        spill = carray(team.pointer(row[9]), (n - top, WIDTH), np.float32)
         _forward_part(indptr, indices, values, work, row[10], row[11], split, top, spill)
 
 
