@@ -841,40 +841,44 @@ def _unpack(packed, order, out):
 
 
 @njit(**_SOLVE_OPTIONS)
-def _product(indptr, indices, values, diagonal, scale, vector, out):
-    """``out <- A vector``; A symmetric, given by its upper triangle (CSC, the diagonal last in each
+def _correct_and_multiply(work, norms, previous, last, kept, solution, indptr, indices, values, diagonal,
+                          scale, out):
+    """``solution <- start + work * norm`` per lane and ``out <- A solution``, in one walk of the columns.
+
+    The start is ``2 last - previous`` where ``kept`` (3,) and zero elsewhere (``previous`` and ``last`` may
+    be ``solution`` itself). A is symmetric, given by its upper triangle (CSC, the diagonal last in each
     column): off-diagonal entries ``scale * values`` (values (nnz(A), 3)), diagonal entries ``diagonal``
-    (3,) per lane, or, when that is empty, the diagonal of ``values``; vector and out (n, 3)."""
-    n = vector.shape[0]
-    if diagonal.shape[0] == 0:
-        for j in range(n):
-            last = indptr[j + 1] - 1
-            out[j, 0] = values[last, 0] * vector[j, 0]
-            out[j, 1] = values[last, 1] * vector[j, 1]
-            out[j, 2] = values[last, 2] * vector[j, 2]
-    else:
-        for j in range(n):
-            out[j, 0] = diagonal[0] * vector[j, 0]
-            out[j, 1] = diagonal[1] * vector[j, 1]
-            out[j, 2] = diagonal[2] * vector[j, 2]
+    (3,) per lane, or, when that is empty, the diagonal of ``values``. Column j's rows are all before j, so
+    when j is reached their solution values are final and ``out[j]`` has received nothing yet: the column
+    gathers ``out[j]`` and scatters ``A_ij x_j`` into the rows above. work (n, WIDTH) float32; the others
+    (n, 3) float64."""
+    scale0 = norms[0] if norms[0] > 0.0 else 1.0
+    scale1 = norms[1] if norms[1] > 0.0 else 1.0
+    scale2 = norms[2] if norms[2] > 0.0 else 1.0
+    compact = diagonal.shape[0] > 0
     ahead, final = 0, len(indices) - 1
     step = 2 if values.itemsize == 8 else 4  # entries per cache line of values
-    for j in range(n):
+    for j in range(solution.shape[0]):
         ahead = _prefetch_up_to(values, indices, ahead, min(indptr[j + 1] + PREFETCH_AHEAD, final), step)
-        v0, v1, v2 = vector[j, 0], vector[j, 1], vector[j, 2]
-        s0 = s1 = s2 = 0.0
-        for p in range(indptr[j], indptr[j + 1] - 1):
+        x0 = (2.0 * last[j, 0] - previous[j, 0] if kept[0] else 0.0) + work[j, 0] * scale0
+        x1 = (2.0 * last[j, 1] - previous[j, 1] if kept[1] else 0.0) + work[j, 1] * scale1
+        x2 = (2.0 * last[j, 2] - previous[j, 2] if kept[2] else 0.0) + work[j, 2] * scale2
+        solution[j, 0], solution[j, 1], solution[j, 2] = x0, x1, x2
+        end = indptr[j + 1] - 1  # the diagonal entry
+        if compact:
+            s0, s1, s2 = diagonal[0] * x0, diagonal[1] * x1, diagonal[2] * x2
+        else:
+            s0, s1, s2 = values[end, 0] * x0, values[end, 1] * x1, values[end, 2] * x2
+        for p in range(indptr[j], end):
             i = indices[p]
             a0, a1, a2 = values[p, 0] * scale, values[p, 1] * scale, values[p, 2] * scale
-            out[i, 0] += a0 * v0
-            out[i, 1] += a1 * v1
-            out[i, 2] += a2 * v2
-            s0 += a0 * vector[i, 0]
-            s1 += a1 * vector[i, 1]
-            s2 += a2 * vector[i, 2]
-        out[j, 0] += s0
-        out[j, 1] += s1
-        out[j, 2] += s2
+            out[i, 0] += a0 * x0
+            out[i, 1] += a1 * x1
+            out[i, 2] += a2 * x2
+            s0 += a0 * solution[i, 0]
+            s1 += a1 * solution[i, 1]
+            s2 += a2 * solution[i, 2]
+        out[j, 0], out[j, 1], out[j, 2] = s0, s1, s2
 
 
 @njit(**_SOLVE_OPTIONS)
@@ -950,20 +954,10 @@ def _scale_residual(residual, norms, work):
 @njit(**_SOLVE_OPTIONS)
 def _apply_correction(work, norms, previous, last, kept, solution, matrix_indptr, matrix_indices,
                       matrix_values, matrix_diagonal, matrix_scale, rhs, product, residual):
-    """``solution <- start + work * norm`` per lane, the start being ``2 last - previous`` where ``kept`` (3,)
-    and zero elsewhere (``previous``, ``last`` may be ``solution`` itself); then its product with A (see
-    :func:`_product`) and the new residual and norms."""
-    scale0 = norms[0] if norms[0] > 0.0 else 1.0
-    scale1 = norms[1] if norms[1] > 0.0 else 1.0
-    scale2 = norms[2] if norms[2] > 0.0 else 1.0
-    for j in range(solution.shape[0]):
-        base0 = 2.0 * last[j, 0] - previous[j, 0] if kept[0] else 0.0
-        base1 = 2.0 * last[j, 1] - previous[j, 1] if kept[1] else 0.0
-        base2 = 2.0 * last[j, 2] - previous[j, 2] if kept[2] else 0.0
-        solution[j, 0] = base0 + work[j, 0] * scale0
-        solution[j, 1] = base1 + work[j, 1] * scale1
-        solution[j, 2] = base2 + work[j, 2] * scale2
-    _product(matrix_indptr, matrix_indices, matrix_values, matrix_diagonal, matrix_scale, solution, product)
+    """``solution <- start + work * norm`` per lane and ``product <- A solution`` (see
+    :func:`_correct_and_multiply`), then the new residual and norms."""
+    _correct_and_multiply(work, norms, previous, last, kept, solution, matrix_indptr, matrix_indices,
+                          matrix_values, matrix_diagonal, matrix_scale, product)
     _residual_norms(rhs, product, residual, norms, np.empty(3))
 
 
