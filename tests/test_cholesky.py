@@ -464,20 +464,78 @@ class TestTorchTeam:
         factor._sweeps(*arguments, here)
         np.testing.assert_array_equal(on_team, here)
 
+    def test_a_part_s_matrix_columns_touch_only_its_rows(self):
+        # what lets the correction's product run in parts: in the upper triangle a column's rows are its
+        # descendants in the elimination tree
+        pattern = cholesky.grid_pattern(30, 34, NEIGHBOUR_OFFSETS[8], 3)
+        bounds = pattern.part_bounds
+        for q in range(pattern.parts):
+            span = slice(pattern.matrix_indptr[bounds[q]], pattern.matrix_indptr[bounds[q + 1]])
+            rows = pattern.matrix_indices[span]
+            assert rows.min() >= bounds[q] and rows.max() < bounds[q + 1]
+
+    @pytest.mark.parametrize("compact", (True, False))
+    def test_refinement_in_parts_on_the_team_agrees_with_one_thread(self, monkeypatch, compact):
+        # start, scaling, correction and residual in parts (sums of squares added over the parts): the same
+        # corrections and the same solutions to far below tol (the norms differ in their last bits)
+        guide = torch.rand(1, 3, 30, 34, generator=torch.Generator().manual_seed(19),
+                           dtype=torch.float32 if compact else torch.float64)
+        graph = build_graph(guide, kernel="gaussian", sigma=0.05)
+        pattern = cholesky.grid_pattern(30, 34, tuple(graph.offsets), 2)
+        values = _batched_matrix_values(graph, pattern, 0.997)
+        factor = cholesky.LaneFactor(pattern, values, off_diagonal_scale=solvers._off_diagonal_scale(0.997))
+        assert (factor.matrix_values.dtype == np.float32) == compact
+        rng = np.random.default_rng(20)
+        first = factor.pack(rng.normal(size=(3, pattern.size)))
+        step = factor.pack(1e-2 * rng.normal(size=(3, pattern.size)))
+
+        def sequence():
+            solutions, passes = [], []
+            history = []
+            for k in range(4):  # cold, warm from the last, extrapolated twice
+                solution, product = np.empty_like(first), np.empty_like(first)
+                start = None if not history else (history[0][0][0], history[-1][0][0], history[0][1][0],
+                                                  history[-1][1][0])
+                used, relative = factor.solve_group(0, first[0] + k * step[0], solution[0], product[0],
+                                                    start=start, tol=1e-10, max_passes=8)
+                history = [*history[-1:], (solution, product)]
+                solutions.append(solution.copy())
+                passes.append(used)
+                assert relative.max() <= 1e-10
+            return solutions, passes
+
+        previous = torch.get_num_threads()
+        try:
+            torch.set_num_threads(2)
+            on_team = sequence()
+            monkeypatch.setattr(team, "available", lambda: False)
+            alone = sequence()
+        finally:
+            torch.set_num_threads(previous)
+        assert on_team[1] == alone[1]
+        for a, b in zip(on_team[0], alone[0], strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
     @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-    def test_a_forked_child_solves_on_its_own_team(self):
-        # a child forked after the parent's team ran (multiprocessing's default start on Linux) must not hang
+    def test_a_forked_child_solves_without_the_team(self):
+        # a child forked after the parent's team ran (multiprocessing's default start on Linux) must not hang:
+        # GNU libgomp's pool is gone there, so the child solves on its own thread, to the same results
         guide = torch.rand(1, 3, 72, 72, generator=torch.Generator().manual_seed(13))
         z = torch.randn(guide.shape, generator=torch.Generator().manual_seed(14))
+        other = torch.randn(guide.shape, generator=torch.Generator().manual_seed(15))
         previous = torch.get_num_threads()
         try:
             torch.set_num_threads(2)
             smoother = Smoothing(alpha=0.997, solver="direct").prepare(guide)
             expected = smoother(z)
-            assert smoother.solver.factors(1).pattern.parts == 2
+            cold = smoother.solver.solve(other)  # no sequence: a cold solve, corrections on the team
+            assert smoother.solver.factors(1).pattern.parts == 2 and smoother.solver.last_passes >= 1
             pid = os.fork()
-            if pid == 0:  # the child: exit 0 when it solves alike, 1 otherwise
-                os._exit(0 if torch.equal(smoother(z), expected) else 1)
+            if pid == 0:  # the child: exit 0 when it solves alike (cold, then warm), 1 otherwise
+                alike = (not team.available()
+                         and torch.allclose(smoother.solver.solve(other), cold, rtol=1e-6, atol=1e-7)
+                         and torch.allclose(smoother(z), expected, rtol=1e-6, atol=1e-7))
+                os._exit(0 if alike else 1)
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 done, status = os.waitpid(pid, os.WNOHANG)

@@ -324,6 +324,7 @@ class LaneFactor:
         padded[pattern.matrix_source < 0, self.count:] = 1.0  # unused lanes: the identity
         #: (groups, nnz(A), LANES) float64: each group's entries contiguous, an entry's lanes adjacent
         self.matrix_values = np.ascontiguousarray(padded.reshape(-1, self.groups, LANES).transpose(1, 0, 2))
+        self.matrix_indptr = np.ascontiguousarray(pattern.matrix_indptr, np.int64)
         self.matrix_indices = pattern.matrix_indices.astype(np.int32)
         self.factor_indptr, self.factor_indices, self.factor_values, self.splits = [], [], [], []
         columns = np.repeat(np.arange(pattern.size), np.diff(pattern.factor_indptr))
@@ -413,10 +414,16 @@ class LaneFactor:
         residual = np.empty_like(rhs)
         work = np.empty((rhs.shape[0], WIDTH), np.float32)
         rhs_norms, norms, relative = np.empty(LANES), np.empty(LANES), np.zeros(LANES)
-        kept = np.zeros(LANES, np.bool_)  # per system: whether the start is used
+        kept = np.zeros(LANES, np.uint8)  # per system: whether the start is used
         previous, last = (start[0], start[1]) if start is not None else (rhs, rhs)
         products = (start[2], start[3]) if start is not None else (rhs, rhs)
-        _start_refinement(rhs, *products, start is not None, residual, rhs_norms, norms, kept)
+        # with parts on torch's threads, the pieces between the sweeps run in parts too
+        on_team = self.pattern.parts > 1 and team.available()
+        if on_team and start is not None:
+            squares = self._rows_on_team(_TASK_START, [rhs, *products, residual])
+            _finish_start(rhs, residual, squares, True, rhs_norms, norms, kept)
+        else:
+            _start_refinement(rhs, *products, start is not None, residual, rhs_norms, norms, kept)
         passes = 0
         while True:
             np.divide(norms, rhs_norms, out=relative, where=rhs_norms > 0)
@@ -425,15 +432,57 @@ class LaneFactor:
                     _extrapolate_lanes(previous, last, kept, solution)
                     _extrapolate_lanes(*products, kept, product)
                 return passes, relative
-            _scale_residual(residual, norms, work)
+            if on_team:
+                self._rows_on_team(_TASK_SCALE, [residual], [norms], [work])
+            else:
+                _scale_residual(residual, norms, work)
             self._sweeps(indptr, indices, values, self.splits[group], work)
-            _apply_correction(work, norms, previous, last, kept, solution, self.pattern.matrix_indptr,
-                              self.matrix_indices, self.matrix_values[group], self.matrix_diagonals[group],
-                              self.matrix_scale, rhs, product, residual)
+            matrix = (self.matrix_indptr, self.matrix_indices, self.matrix_values[group],
+                      self.matrix_diagonals[group], self.matrix_scale)
+            if on_team:
+                self._correct_on_team(work, norms, previous, last, kept, solution, matrix, product)
+                squares = self._rows_on_team(_TASK_RESIDUAL, [rhs, product, residual])
+                np.sqrt(squares[:LANES], out=norms)
+            else:
+                _apply_correction(work, norms, previous, last, kept, solution, *matrix, rhs, product,
+                                  residual)
             # later corrections add to the solution: 2 x - x is x exactly
             previous = last = solution
-            kept[:] = True
+            kept[:] = 1
             passes += 1
+
+    def _rows_on_team(self, kind: int, lanes: list, shared: list = (), wide: list = ()) -> np.ndarray | None:
+        """Run a row-wise kernel on torch's threads, the rows cut into one span per part: ``lanes`` (n, 3)
+        and ``wide`` (n, WIDTH) arrays are cut, ``shared`` ones passed whole. Kernels that sum squares
+        (start, residual) get a (6,) row of their own; returns the sums, added, or None."""
+        n, parts = self.pattern.size, self.pattern.parts
+        bounds = np.linspace(0, n, parts + 1).round().astype(np.int64)
+        squares = np.zeros((parts, 6)) if kind in (_TASK_START, _TASK_RESIDUAL) else None
+        table = team.task_table(parts)
+        for q in range(parts):
+            rows = slice(bounds[q], bounds[q + 1])
+            arrays = [*(array[rows] for array in lanes), *shared, *(array[rows] for array in wide)]
+            _fill_task(table, q, kind, (rows.stop - rows.start,),
+                       arrays + ([squares[q]] if squares is not None else []), ())
+        team.run(_team_worker(), table, parts)
+        return None if squares is None else squares.sum(axis=0)
+
+    def _correct_on_team(self, work, norms, previous, last, kept, solution, matrix, product) -> None:
+        """:func:`_correct_and_multiply` with the columns of each part at once on torch's threads, then the
+        top's columns. In the upper triangle, a column's rows are descendants of it in the elimination
+        tree, so the columns of a part read and write only the rows of that part; the top's columns read
+        and write any rows, after the parts."""
+        indptr, indices, values, diagonal, scale = matrix
+        bounds, top, parts = self.pattern.part_bounds, self.pattern.top, self.pattern.parts
+        n = self.pattern.size
+        kind = _TASK_CORRECT_COMPACT if values.dtype == np.float32 else _TASK_CORRECT_FLOAT64
+        arrays = [work, norms, previous, last, kept, solution, indptr, indices, values, diagonal,
+                  np.array([scale]), product]
+        table = team.task_table(parts)
+        for q in range(parts):
+            _fill_task(table, q, kind, (n, len(indices), len(diagonal)), arrays, (bounds[q], bounds[q + 1]))
+        team.run(_team_worker(), table, parts)
+        _correct_and_multiply(work, norms, previous, last, kept, solution, *matrix, product, top, n)
 
     def _sweeps(self, indptr, indices, values, split, work) -> None:
         """``work <- L^-T L^-1 work`` in place: the parts of each sweep at once (on torch's OpenMP threads
@@ -480,6 +529,16 @@ def _at_once(tasks: list) -> None:
 
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
+
+
+def _forget_pool_in_child() -> None:
+    """A forked child has none of the pool's threads: it starts a pool of its own when it needs one."""
+    global _POOL, _POOL_LOCK
+    _POOL, _POOL_LOCK = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_in_child)
 
 
 def solve(pattern: GridPattern, factor: np.ndarray, rhs: np.ndarray, out: np.ndarray | None = None
@@ -540,8 +599,10 @@ def solve_blocks(pattern: GridPattern, factors: list[np.ndarray], rhs: np.ndarra
     team.run(_team_worker(), table, len(factors))
 
 
-#: Kinds of the tasks :func:`_team_worker` runs (a task row: kind, three sizes, array addresses, integers).
+#: Kinds of the tasks :func:`_team_worker` runs (a task row: kind, sizes, array addresses, integers; see
+#: :func:`_run_task` for each kind's row).
 _TASK_FORWARD_PART, _TASK_BACKWARD_PART, _TASK_EXACT_FLOAT32, _TASK_EXACT_FLOAT64 = 1, 2, 3, 4
+_TASK_START, _TASK_SCALE, _TASK_RESIDUAL, _TASK_CORRECT_COMPACT, _TASK_CORRECT_FLOAT64 = 5, 6, 7, 8, 9
 
 
 def _fill_task(table: np.ndarray, index: int, kind: int, sizes: tuple, arrays: list, integers: tuple) -> None:
@@ -842,8 +903,10 @@ def _unpack(packed, order, out):
 
 @njit(**_SOLVE_OPTIONS)
 def _correct_and_multiply(work, norms, previous, last, kept, solution, indptr, indices, values, diagonal,
-                          scale, out):
-    """``solution <- start + work * norm`` per lane and ``out <- A solution``, in one walk of the columns.
+                          scale, out, first, end):
+    """``solution <- start + work * norm`` per lane and ``out <- A solution``, in one walk of the columns
+    ``first:end`` (all columns: ``0:n``; the columns of a part touch only the rows of that part, see
+    :meth:`LaneFactor._correct`).
 
     The start is ``2 last - previous`` where ``kept`` (3,) and zero elsewhere (``previous`` and ``last`` may
     be ``solution`` itself). A is symmetric, given by its upper triangle (CSC, the diagonal last in each
@@ -856,20 +919,20 @@ def _correct_and_multiply(work, norms, previous, last, kept, solution, indptr, i
     scale1 = norms[1] if norms[1] > 0.0 else 1.0
     scale2 = norms[2] if norms[2] > 0.0 else 1.0
     compact = diagonal.shape[0] > 0
-    ahead, final = 0, len(indices) - 1
+    ahead, final = indptr[first], len(indices) - 1
     step = 2 if values.itemsize == 8 else 4  # entries per cache line of values
-    for j in range(solution.shape[0]):
+    for j in range(first, end):
         ahead = _prefetch_up_to(values, indices, ahead, min(indptr[j + 1] + PREFETCH_AHEAD, final), step)
         x0 = (2.0 * last[j, 0] - previous[j, 0] if kept[0] else 0.0) + work[j, 0] * scale0
         x1 = (2.0 * last[j, 1] - previous[j, 1] if kept[1] else 0.0) + work[j, 1] * scale1
         x2 = (2.0 * last[j, 2] - previous[j, 2] if kept[2] else 0.0) + work[j, 2] * scale2
         solution[j, 0], solution[j, 1], solution[j, 2] = x0, x1, x2
-        end = indptr[j + 1] - 1  # the diagonal entry
+        last_entry = indptr[j + 1] - 1  # the diagonal
         if compact:
             s0, s1, s2 = diagonal[0] * x0, diagonal[1] * x1, diagonal[2] * x2
         else:
-            s0, s1, s2 = values[end, 0] * x0, values[end, 1] * x1, values[end, 2] * x2
-        for p in range(indptr[j], end):
+            s0, s1, s2 = values[last_entry, 0] * x0, values[last_entry, 1] * x1, values[last_entry, 2] * x2
+        for p in range(indptr[j], last_entry):
             i = indices[p]
             a0, a1, a2 = values[p, 0] * scale, values[p, 1] * scale, values[p, 2] * scale
             out[i, 0] += a0 * x0
@@ -882,10 +945,10 @@ def _correct_and_multiply(work, norms, previous, last, kept, solution, indptr, i
 
 
 @njit(**_SOLVE_OPTIONS)
-def _residual_norms(rhs, product, residual, norms, rhs_norms):
-    """``residual <- rhs - product``, and the (3,) column norms of residual and of rhs; all (n, 3)
-    C-contiguous, walked flat with two sums per lane in flight (one chain of sums is bound by the latency
-    of the additions, not by memory)."""
+def _residual_squares(rhs, product, residual, squares):
+    """``residual <- rhs - product``, and the (6,) squared column norms of residual (0:3) and of rhs (3:6);
+    all (n, 3) C-contiguous, walked flat with two sums per lane in flight (one chain of sums is bound by
+    the latency of the additions, not by memory)."""
     a, b, r = rhs.reshape(-1), product.reshape(-1), residual.reshape(-1)
     s0 = s1 = s2 = s3 = s4 = s5 = 0.0  # lane t sums in s_t and s_(t+3)
     q0 = q1 = q2 = q3 = q4 = q5 = 0.0
@@ -904,37 +967,65 @@ def _residual_norms(rhs, product, residual, norms, rhs_norms):
         r[i], r[i + 1], r[i + 2] = d0, d1, d2
         s0, s1, s2 = s0 + d0 * d0, s1 + d1 * d1, s2 + d2 * d2
         q0, q1, q2 = q0 + a[i] * a[i], q1 + a[i + 1] * a[i + 1], q2 + a[i + 2] * a[i + 2]
-    norms[0], norms[1], norms[2] = np.sqrt(s0 + s3), np.sqrt(s1 + s4), np.sqrt(s2 + s5)
-    rhs_norms[0], rhs_norms[1], rhs_norms[2] = np.sqrt(q0 + q3), np.sqrt(q1 + q4), np.sqrt(q2 + q5)
+    squares[0], squares[1], squares[2] = s0 + s3, s1 + s4, s2 + s5
+    squares[3], squares[4], squares[5] = q0 + q3, q1 + q4, q2 + q5
+
+
+@njit(**_SOLVE_OPTIONS)
+def _residual_norms(rhs, product, residual, norms, rhs_norms):
+    """``residual <- rhs - product``, and the (3,) column norms of residual and of rhs (see
+    :func:`_residual_squares`)."""
+    squares = np.empty(6)
+    _residual_squares(rhs, product, residual, squares)
+    for t in range(3):
+        norms[t], rhs_norms[t] = np.sqrt(squares[t]), np.sqrt(squares[3 + t])
+
+
+@njit(**_SOLVE_OPTIONS)
+def _start_squares(rhs, previous_product, last_product, residual, squares):
+    """``residual <- rhs - (2 last_product - previous_product)`` (the residual of an extrapolated start,
+    its product formed here and not stored) and the (6,) squared column norms of residual (0:3) and of rhs
+    (3:6); all arrays (n, 3)."""
+    s0 = s1 = s2 = q0 = q1 = q2 = 0.0
+    for j in range(rhs.shape[0]):
+        b0, b1, b2 = rhs[j, 0], rhs[j, 1], rhs[j, 2]
+        d0 = b0 - (2.0 * last_product[j, 0] - previous_product[j, 0])
+        d1 = b1 - (2.0 * last_product[j, 1] - previous_product[j, 1])
+        d2 = b2 - (2.0 * last_product[j, 2] - previous_product[j, 2])
+        residual[j, 0], residual[j, 1], residual[j, 2] = d0, d1, d2
+        s0, s1, s2 = s0 + d0 * d0, s1 + d1 * d1, s2 + d2 * d2
+        q0, q1, q2 = q0 + b0 * b0, q1 + b1 * b1, q2 + b2 * b2
+    squares[0], squares[1], squares[2] = s0, s1, s2
+    squares[3], squares[4], squares[5] = q0, q1, q2
+
+
+@njit(**_SOLVE_OPTIONS)
+def _finish_start(rhs, residual, squares, warm, rhs_norms, norms, kept):
+    """The (3,) norms of rhs and of the start's residual from their squares (6,); a lane whose start is
+    worse than zero, or every lane when not ``warm``, starts from zero: ``kept[t]`` 0, its residual
+    ``rhs``."""
+    for t in range(3):
+        norms[t], rhs_norms[t] = np.sqrt(squares[t]), np.sqrt(squares[3 + t])
+        kept[t] = warm and norms[t] < rhs_norms[t]
+        if not kept[t]:
+            for j in range(rhs.shape[0]):
+                residual[j, t] = rhs[j, t]
+            norms[t] = rhs_norms[t]
 
 
 @njit(**_SOLVE_OPTIONS)
 def _start_refinement(rhs, previous_product, last_product, warm, residual, rhs_norms, norms, kept):
     """The residual of the start and the (3,) norms of rhs and of that residual; all arrays (n, 3).
 
-    Warm, the start's product is ``2 last_product - previous_product``, formed here and not stored; a lane
-    whose start is worse than zero starts from zero (``kept[t]`` False, its residual ``rhs``). Cold, every
+    Warm, the start's product is ``2 last_product - previous_product`` (see :func:`_start_squares`); a
+    lane whose start is worse than zero starts from zero (``kept[t]`` 0, its residual ``rhs``). Cold, every
     lane starts from zero (the products are not read)."""
+    squares = np.empty(6)
     if warm:
-        s0 = s1 = s2 = q0 = q1 = q2 = 0.0
-        for j in range(rhs.shape[0]):
-            b0, b1, b2 = rhs[j, 0], rhs[j, 1], rhs[j, 2]
-            d0 = b0 - (2.0 * last_product[j, 0] - previous_product[j, 0])
-            d1 = b1 - (2.0 * last_product[j, 1] - previous_product[j, 1])
-            d2 = b2 - (2.0 * last_product[j, 2] - previous_product[j, 2])
-            residual[j, 0], residual[j, 1], residual[j, 2] = d0, d1, d2
-            s0, s1, s2 = s0 + d0 * d0, s1 + d1 * d1, s2 + d2 * d2
-            q0, q1, q2 = q0 + b0 * b0, q1 + b1 * b1, q2 + b2 * b2
-        norms[0], norms[1], norms[2] = np.sqrt(s0), np.sqrt(s1), np.sqrt(s2)
-        rhs_norms[0], rhs_norms[1], rhs_norms[2] = np.sqrt(q0), np.sqrt(q1), np.sqrt(q2)
+        _start_squares(rhs, previous_product, last_product, residual, squares)
     else:
-        _residual_norms(rhs, np.zeros_like(rhs), residual, norms, rhs_norms)
-    for t in range(3):
-        kept[t] = warm and norms[t] < rhs_norms[t]
-        if not kept[t]:  # start from zero
-            for j in range(rhs.shape[0]):
-                residual[j, t] = rhs[j, t]
-            norms[t] = rhs_norms[t]
+        _residual_squares(rhs, np.zeros_like(rhs), residual, squares)
+    _finish_start(rhs, residual, squares, warm, rhs_norms, norms, kept)
 
 
 @njit(**_SOLVE_OPTIONS)
@@ -957,7 +1048,7 @@ def _apply_correction(work, norms, previous, last, kept, solution, matrix_indptr
     """``solution <- start + work * norm`` per lane and ``product <- A solution`` (see
     :func:`_correct_and_multiply`), then the new residual and norms."""
     _correct_and_multiply(work, norms, previous, last, kept, solution, matrix_indptr, matrix_indices,
-                          matrix_values, matrix_diagonal, matrix_scale, product)
+                          matrix_values, matrix_diagonal, matrix_scale, product, 0, solution.shape[0])
     _residual_norms(rhs, product, residual, norms, np.empty(3))
 
 
@@ -1007,6 +1098,41 @@ def _run_task(table, index):
     elif kind == _TASK_EXACT_FLOAT64:
         _run_exact(row, carray(team.pointer(row[4]), (row[3], row[1]), np.float64),
                    carray(team.pointer(row[10]), (row[3], row[1]), np.float64))
+    elif kind == _TASK_START:  # rows; rhs, previous and last products, residual, squares
+        _start_squares(_lanes_at(row[2], row[1]), _lanes_at(row[3], row[1]), _lanes_at(row[4], row[1]),
+                       _lanes_at(row[5], row[1]), carray(team.pointer(row[6]), (6,), np.float64))
+    elif kind == _TASK_SCALE:  # rows; residual, norms, work
+        _scale_residual(_lanes_at(row[2], row[1]), carray(team.pointer(row[3]), (3,), np.float64),
+                        carray(team.pointer(row[4]), (row[1], WIDTH), np.float32))
+    elif kind == _TASK_RESIDUAL:  # rows; rhs, product, residual, squares
+        _residual_squares(_lanes_at(row[2], row[1]), _lanes_at(row[3], row[1]), _lanes_at(row[4], row[1]),
+                          carray(team.pointer(row[5]), (6,), np.float64))
+    elif kind == _TASK_CORRECT_COMPACT:
+        _run_correction(row, carray(team.pointer(row[12]), (row[2], 3), np.float32))
+    elif kind == _TASK_CORRECT_FLOAT64:
+        _run_correction(row, carray(team.pointer(row[12]), (row[2], 3), np.float64))
+
+
+@njit(cache=True, nogil=True)
+def _lanes_at(address, rows):
+    """The (rows, 3) float64 array at ``address``."""
+    return carray(team.pointer(address), (rows, 3), np.float64)
+
+
+@njit(cache=True, nogil=True)
+def _run_correction(row, values):
+    """:func:`_correct_and_multiply` over the columns of a part: sizes n, nnz(A), diagonal values; then work,
+    norms, previous, last, kept, solution, the matrix's indptr, indices, (values, given), diagonal and
+    scale (1,), the product; then the first and end columns."""
+    n, entries = row[1], row[2]
+    _correct_and_multiply(carray(team.pointer(row[4]), (n, WIDTH), np.float32),
+                          carray(team.pointer(row[5]), (3,), np.float64), _lanes_at(row[6], n),
+                          _lanes_at(row[7], n), carray(team.pointer(row[8]), (3,), np.uint8),
+                          _lanes_at(row[9], n), carray(team.pointer(row[10]), (n + 1,), np.int64),
+                          carray(team.pointer(row[11]), (entries,), np.int32), values,
+                          carray(team.pointer(row[13]), (row[3],), np.float64),
+                          carray(team.pointer(row[14]), (1,), np.float64)[0], _lanes_at(row[15], n),
+                          row[16], row[17])
 
 
 @njit(cache=True, nogil=True)

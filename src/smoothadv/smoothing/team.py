@@ -30,7 +30,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 #: Integers per task row of a task table, after its two header entries.
-TASK_WIDTH = 16
+TASK_WIDTH = 24
 
 _RUNTIME_NAMES = ("libgomp", "libomp", "libiomp5")
 
@@ -73,9 +73,25 @@ def _runtime() -> ctypes.CDLL | None:
     return None
 
 
+#: Set in a child process made by ``fork``: GNU libgomp does not rebuild its thread pool in a child, whose
+#: first parallel region then waits forever for the parent's threads (torch's own parallel operations hang
+#: there too, unless the child first sets ``torch.set_num_threads(1)``). A child solves on one thread.
+_FORKED = False
+
+
+def _after_fork_in_child() -> None:
+    global _FORKED
+    _FORKED = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def available() -> bool:
-    """Whether kernels can run on torch's OpenMP threads (see :func:`_runtime`)."""
-    return _runtime() is not None
+    """Whether kernels can run on torch's OpenMP threads (see :func:`_runtime`); never in a forked child
+    (see :data:`_FORKED`)."""
+    return not _FORKED and _runtime() is not None
 
 
 def task_table(count: int) -> np.ndarray:
