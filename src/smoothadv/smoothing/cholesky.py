@@ -906,7 +906,7 @@ def _correct_and_multiply(work, norms, previous, last, kept, solution, indptr, i
                           scale, out, first, end):
     """``solution <- start + work * norm`` per lane and ``out <- A solution``, in one walk of the columns
     ``first:end`` (all columns: ``0:n``; the columns of a part touch only the rows of that part, see
-    :meth:`LaneFactor._correct`).
+    :meth:`LaneFactor._correct_on_team`).
 
     The start is ``2 last - previous`` where ``kept`` (3,) and zero elsewhere (``previous`` and ``last`` may
     be ``solution`` itself). A is symmetric, given by its upper triangle (CSC, the diagonal last in each

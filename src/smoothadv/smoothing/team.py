@@ -29,7 +29,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-#: Integers per task row of a task table, after its two header entries.
+#: Integers per task row of a task table, after its two header entries. The compiled workers read it when
+#: they are compiled; Numba's on-disk cache does not notice a change made here alone, so clear it then.
 TASK_WIDTH = 24
 
 _RUNTIME_NAMES = ("libgomp", "libomp", "libiomp5")
