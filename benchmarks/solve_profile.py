@@ -23,9 +23,11 @@ from attacks import SolveTimer, imagenet_setup, model_seconds, seconds
 from smoothadv.attacks import PRESETS, SmoothCarliniWagnerL2
 from smoothadv.smoothing import cholesky, solvers
 
-KERNELS = ("_start_refinement", "_scale_residual", "_forward_part", "_forward_top", "_backward",
-           "_apply_correction", "_extrapolate_lanes")
+KERNELS = ("_start_refinement", "_finish_start", "_scale_residual", "_forward_part", "_forward_top",
+           "_backward", "_apply_correction", "_extrapolate_lanes")
+# in parts on torch's threads (two threads or more) the pieces between the sweeps go through these
 METHODS = ((cholesky.LaneFactor, "pack"), (cholesky.LaneFactor, "unpack"), (cholesky.LaneFactor, "_sweeps"),
+           (cholesky.LaneFactor, "_rows_on_team"), (cholesky.LaneFactor, "_correct_on_team"),
            (solvers.CholeskySolver, "_lane_factor"))
 
 

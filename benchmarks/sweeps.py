@@ -46,11 +46,11 @@ def refined_pieces() -> dict:
     def sweeps():
         factor._sweeps(indptr, indices, values, factor.splits[0], work.copy())
 
-    kept = np.ones(3, np.bool_)
+    kept, corrected = np.ones(3, np.uint8), np.empty_like(rhs)
 
     def correction():  # from an extrapolated start, as the first correction of a warm solve
-        cholesky._apply_correction(work, np.ones(3), close, solution, kept, np.empty_like(rhs), *matrix, rhs,
-                                   product, residual)
+        cholesky._apply_correction(work, np.ones(3), close, solution, kept, corrected, *matrix, rhs, product,
+                                   residual)
 
     def start():
         norms = np.empty(3), np.empty(3)

@@ -135,6 +135,16 @@ class TestFactorAndSolve:
         assert returned is out
         np.testing.assert_array_equal(out, cholesky.solve(pattern, factor, rhs).astype(np.float32))
 
+    def test_a_part_s_matrix_columns_touch_only_its_rows(self):
+        # what lets the correction's product run in parts: in the upper triangle a column's rows are its
+        # descendants in the elimination tree
+        pattern = cholesky.grid_pattern(30, 34, NEIGHBOUR_OFFSETS[8], 3)
+        bounds = pattern.part_bounds
+        for q in range(pattern.parts):
+            span = slice(pattern.matrix_indptr[bounds[q]], pattern.matrix_indptr[bounds[q + 1]])
+            rows = pattern.matrix_indices[span]
+            assert rows.min() >= bounds[q] and rows.max() < bounds[q + 1]
+
     def test_not_positive_definite_raises(self):
         pattern = cholesky.grid_pattern(3, 3, NEIGHBOUR_OFFSETS[4])
         values, _ = _random_values(pattern, count=2)
@@ -464,16 +474,6 @@ class TestTorchTeam:
         factor._sweeps(*arguments, here)
         np.testing.assert_array_equal(on_team, here)
 
-    def test_a_part_s_matrix_columns_touch_only_its_rows(self):
-        # what lets the correction's product run in parts: in the upper triangle a column's rows are its
-        # descendants in the elimination tree
-        pattern = cholesky.grid_pattern(30, 34, NEIGHBOUR_OFFSETS[8], 3)
-        bounds = pattern.part_bounds
-        for q in range(pattern.parts):
-            span = slice(pattern.matrix_indptr[bounds[q]], pattern.matrix_indptr[bounds[q + 1]])
-            rows = pattern.matrix_indices[span]
-            assert rows.min() >= bounds[q] and rows.max() < bounds[q + 1]
-
     @pytest.mark.parametrize("compact", (True, False))
     def test_refinement_in_parts_on_the_team_agrees_with_one_thread(self, monkeypatch, compact):
         # start, scaling, correction and residual in parts (sums of squares added over the parts): the same
@@ -489,19 +489,24 @@ class TestTorchTeam:
         first = factor.pack(rng.normal(size=(3, pattern.size)))
         step = factor.pack(1e-2 * rng.normal(size=(3, pattern.size)))
 
+        flipped = first[0] + 4 * step[0]
+        flipped[:, 0] *= -1.0  # channel 0's start is then worse than zero: dropped
+        right_sides = [first[0] + k * step[0] for k in range(4)] + [flipped, flipped]
+        tols = [1e-10] * 5 + [1.0]  # the last start meets tol: no correction
+
         def sequence():
             solutions, passes = [], []
             history = []
-            for k in range(4):  # cold, warm from the last, extrapolated twice
+            for rhs, tol in zip(right_sides, tols, strict=True):  # cold, warm from the last, extrapolated
                 solution, product = np.empty_like(first), np.empty_like(first)
                 start = None if not history else (history[0][0][0], history[-1][0][0], history[0][1][0],
                                                   history[-1][1][0])
-                used, relative = factor.solve_group(0, first[0] + k * step[0], solution[0], product[0],
-                                                    start=start, tol=1e-10, max_passes=8)
+                used, relative = factor.solve_group(0, rhs, solution[0], product[0], start=start, tol=tol,
+                                                    max_passes=8)
                 history = [*history[-1:], (solution, product)]
                 solutions.append(solution.copy())
                 passes.append(used)
-                assert relative.max() <= 1e-10
+                assert relative.max() <= tol
             return solutions, passes
 
         previous = torch.get_num_threads()
@@ -512,7 +517,7 @@ class TestTorchTeam:
             alone = sequence()
         finally:
             torch.set_num_threads(previous)
-        assert on_team[1] == alone[1]
+        assert on_team[1] == alone[1] and on_team[1][-1] == 0
         for a, b in zip(on_team[0], alone[0], strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
 

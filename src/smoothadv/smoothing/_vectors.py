@@ -5,7 +5,8 @@ A factor entry of a refined solve holds the values of a group's lanes side by si
 entry, instead of a scalar load, multiply and store per lane. Numba does not vectorise these loops by
 itself (its SLP vectoriser is off, and turning it on is process-wide), so the loops over a column's
 entries are written here in LLVM IR, as Numba intrinsics. They do no bounds checks: the callers pass
-valid columns.
+valid columns. The kernels that use them are cached on disk by Numba, which does not notice a change made
+in this file alone: clear that cache (``__pycache__``) after one.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ def _row_pointer(context, builder, array_type, array, row):
 
 
 def _fused_multiply_add(builder, a, b, c):
+    """``a * b + c``, fused where the CPU has a fast fused multiply-add (LLVM's ``fmuladd``)."""
     function = cgutils.get_or_insert_function(
-        builder.module, ir.FunctionType(_VECTOR, [_VECTOR] * 3), f"llvm.fma.v{WIDTH}f32")
+        builder.module, ir.FunctionType(_VECTOR, [_VECTOR] * 3), f"llvm.fmuladd.v{WIDTH}f32")
     return builder.call(function, [a, b, c])
 
 
@@ -104,7 +106,9 @@ def gather_column(typingctx, work, values, indices, start, end):
             position = builder.add(builder.shl(loop.index, one), first)
             add_entry(position, sums[0])
             add_entry(builder.add(position, one), sums[1])
-        with builder.if_then(builder.icmp_signed("!=", builder.shl(pairs, one), count)):
+        odd = builder.and_(builder.icmp_signed("!=", builder.shl(pairs, one), count),
+                           builder.icmp_signed(">", count, ir.Constant(count.type, 0)))
+        with builder.if_then(odd):  # the last entry of an odd count (none for an empty range)
             add_entry(builder.sub(stop, one), sums[0])
         total = builder.fadd(builder.load(sums[0]), builder.load(sums[1]))
         lanes = [builder.extract_element(total, ir.Constant(_INT32, lane)) for lane in range(WIDTH)]

@@ -606,8 +606,8 @@ _TASK_START, _TASK_SCALE, _TASK_RESIDUAL, _TASK_CORRECT_COMPACT, _TASK_CORRECT_F
 
 
 def _fill_task(table: np.ndarray, index: int, kind: int, sizes: tuple, arrays: list, integers: tuple) -> None:
-    """Row ``index`` of a task table: ``kind``, three sizes, the arrays' addresses (C-contiguous, kept alive
-    by the caller), then integers."""
+    """Row ``index`` of a task table: ``kind``, its sizes, the arrays' addresses (C-contiguous, kept alive
+    by the caller), then integers (each kind's row: :func:`_run_task`)."""
     values = [kind, *sizes, *(_address(array) for array in arrays), *integers]
     if len(values) > team.TASK_WIDTH:
         raise ValueError(f"a task row holds at most {team.TASK_WIDTH} integers, not {len(values)}")
@@ -882,7 +882,7 @@ def _pack(rhs, order, packed):
     from K rows of rhs at one offset (a batch of MNIST guides: the rhs stays in cache)."""
     count, size, lanes = rhs.shape[0], packed.shape[1], packed.shape[2]
     for g in range(packed.shape[0]):
-        used = min(lanes, count - lanes * g)
+        used = max(0, min(lanes, count - lanes * g))
         for i in range(size):
             pixel = order[i]
             for t in range(used):
