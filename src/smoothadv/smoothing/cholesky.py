@@ -55,7 +55,8 @@ class GridPattern:
     Attributes:
         size: n, the number of pixels.
         order: (n,) pixel eliminated at each position (the fill-reducing permutation).
-        matrix_indptr, matrix_indices: upper triangle of the permuted matrix, column by column (CSC).
+        matrix_indptr, matrix_indices: upper triangle of the permuted matrix, column by column (CSC); the
+            int64 column starts are read as they are by the compiled kernels.
         matrix_source: (nnz(A),) where each entry's value comes from: an edge index into the
             ``(offset, y, x)`` map of weights, or ``-1`` for the diagonal.
         parent: (n,) elimination tree.
@@ -324,7 +325,6 @@ class LaneFactor:
         padded[pattern.matrix_source < 0, self.count:] = 1.0  # unused lanes: the identity
         #: (groups, nnz(A), LANES) float64: each group's entries contiguous, an entry's lanes adjacent
         self.matrix_values = np.ascontiguousarray(padded.reshape(-1, self.groups, LANES).transpose(1, 0, 2))
-        self.matrix_indptr = np.ascontiguousarray(pattern.matrix_indptr, np.int64)
         self.matrix_indices = pattern.matrix_indices.astype(np.int32)
         self.factor_indptr, self.factor_indices, self.factor_values, self.splits = [], [], [], []
         columns = np.repeat(np.arange(pattern.size), np.diff(pattern.factor_indptr))
@@ -437,7 +437,7 @@ class LaneFactor:
             else:
                 _scale_residual(residual, norms, work)
             self._sweeps(indptr, indices, values, self.splits[group], work)
-            matrix = (self.matrix_indptr, self.matrix_indices, self.matrix_values[group],
+            matrix = (self.pattern.matrix_indptr, self.matrix_indices, self.matrix_values[group],
                       self.matrix_diagonals[group], self.matrix_scale)
             if on_team:
                 self._correct_on_team(work, norms, previous, last, kept, solution, matrix, product)
