@@ -50,34 +50,44 @@ def imagenet_setup(batch: int):
 
 
 class SolveTimer:
-    """Accumulates the wall time spent in every solver's ``solve`` while active."""
+    """Accumulates the wall time spent in every solver's ``solve`` and ``solve_divided`` while active (a
+    call inside another, ``solve_divided`` dividing around ``solve``, counts once: the outer one, with its
+    divisions)."""
+
+    METHODS = ("solve", "solve_divided")
 
     def __init__(self):
         self.seconds = 0.0
         self.calls = 0
+        self._depth = 0
 
     @contextlib.contextmanager
     def active(self):
-        originals = {cls: cls.solve for cls in solvers.SOLVERS.values()}
+        classes = {base for cls in solvers.SOLVERS.values() for base in cls.__mro__}
+        originals = {(cls, name): cls.__dict__[name] for cls in classes for name in self.METHODS
+                     if name in cls.__dict__}
         timer = self
 
         def timed(original):
-            def solve(self, *args, **kwargs):
+            def method(self, *args, **kwargs):
                 start = time.perf_counter()
+                timer._depth += 1
                 try:
                     return original(self, *args, **kwargs)
                 finally:
-                    timer.seconds += time.perf_counter() - start
-                    timer.calls += 1
-            return solve
+                    timer._depth -= 1
+                    if timer._depth == 0:
+                        timer.seconds += time.perf_counter() - start
+                        timer.calls += 1
+            return method
 
-        for cls, original in originals.items():
-            cls.solve = timed(original)
+        for (cls, name), original in originals.items():
+            setattr(cls, name, timed(original))
         try:
             yield self
         finally:
-            for cls, original in originals.items():
-                cls.solve = original
+            for (cls, name), original in originals.items():
+                setattr(cls, name, original)
 
 
 def seconds(function) -> float:

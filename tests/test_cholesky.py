@@ -13,7 +13,14 @@ from numba import njit
 
 from smoothadv.core.errors import SmoothAdvError
 from smoothadv.smoothing import Smoothing, build_graph, cholesky, solvers, team
-from smoothadv.smoothing._vectors import WIDTH, gather_column, scatter_column
+from smoothadv.smoothing._vectors import (
+    EXACT_WIDTH,
+    WIDTH,
+    exact_backward,
+    exact_forward,
+    gather_column,
+    scatter_column,
+)
 from smoothadv.smoothing.graph import NEIGHBOUR_OFFSETS
 from smoothadv.smoothing.solvers import _batched_matrix_values, assemble_dense, make_solver
 
@@ -95,9 +102,9 @@ class TestFactorAndSolve:
     def test_solve_matches_dense_solve(self, shape, neighbourhood):
         pattern = cholesky.grid_pattern(*shape, NEIGHBOUR_OFFSETS[neighbourhood])
         values, dense = _random_values(pattern, count=5, seed=sum(shape))
-        factor = cholesky.factorize(pattern, values)
+        factor = cholesky.ExactFactor(pattern, cholesky.factorize(pattern, values))
         rhs = np.random.default_rng(1).normal(size=(5, pattern.size))
-        solved = cholesky.solve(pattern, factor, rhs)
+        solved = cholesky.solve(factor, rhs)
         expected = np.linalg.solve(dense, rhs[..., None])[..., 0]
         np.testing.assert_allclose(solved, expected, rtol=1e-10, atol=1e-12)
 
@@ -120,20 +127,68 @@ class TestFactorAndSolve:
         pattern = cholesky.grid_pattern(7, 7, NEIGHBOUR_OFFSETS[4])
         values, _ = _random_values(pattern, count=4)
         rhs = np.random.default_rng(2).normal(size=(4, pattern.size))
-        batched = cholesky.solve(pattern, cholesky.factorize(pattern, values), rhs)
+        batched = cholesky.solve(_exact(pattern, values), rhs)
         for k in range(4):
-            alone = cholesky.solve(pattern, cholesky.factorize(pattern, values[:, k:k + 1]), rhs[k:k + 1])
+            alone = cholesky.solve(_exact(pattern, values[:, k:k + 1]), rhs[k:k + 1])
             np.testing.assert_array_equal(alone[0], batched[k])
+
+    @pytest.mark.parametrize("count", (1, 7, 8, 9, 17))
+    def test_blocks_hold_the_factor_and_the_identity_past_it(self, count):
+        # every count of matrices, whole blocks of lanes or not: the solutions are those of one matrix at
+        # a time, the lanes past the last matrix hold the identity, and the values come back as they were
+        pattern = cholesky.grid_pattern(6, 7, NEIGHBOUR_OFFSETS[4])
+        values, dense = _random_values(pattern, count=count, seed=count)
+        raw = cholesky.factorize(pattern, values)
+        factor = cholesky.ExactFactor(pattern, raw)
+        lanes = cholesky.EXACT_LANES
+        assert factor.blocks.shape == (-(-count // lanes), pattern.factor_nonzeros, lanes)
+        assert factor.blocks.ctypes.data % 64 == 0 and factor.work.ctypes.data % 64 == 0
+        np.testing.assert_array_equal(factor.values(), raw)
+        padding = factor.blocks.transpose(1, 0, 2).reshape(pattern.factor_nonzeros, -1)[:, count:]
+        diagonal = np.zeros(pattern.factor_nonzeros, bool)
+        diagonal[pattern.factor_indptr[:-1]] = True
+        assert np.all(padding[diagonal] == 1.0) and np.all(padding[~diagonal] == 0.0)
+        rhs = np.random.default_rng(count).normal(size=(count, pattern.size))
+        solved = cholesky.solve(factor, rhs)
+        np.testing.assert_allclose(solved, np.linalg.solve(dense, rhs[..., None])[..., 0], rtol=1e-10,
+                                   atol=1e-12)
+        alone = cholesky.solve(_exact(pattern, values[:, -1:]), rhs[-1:])
+        np.testing.assert_array_equal(solved[-1], alone[0])
+
+    def test_solve_rejects_a_divisor_of_another_shape_or_dtype(self):
+        pattern = cholesky.grid_pattern(4, 4, NEIGHBOUR_OFFSETS[4])
+        factor = _exact(pattern, _random_values(pattern, count=2)[0])
+        rhs, out = np.ones((2, 16), np.float32), np.empty((2, 16), np.float32)
+        for divisor, divide in ((np.ones((2, 15), np.float32), cholesky.DIVIDE_AFTER),
+                                (np.ones((2, 16)), cholesky.DIVIDE_BEFORE), (None, cholesky.DIVIDE_AFTER),
+                                (np.ones((2, 16), np.float32), 7)):
+            with pytest.raises(ValueError, match="divisor"):
+                cholesky.solve(factor, rhs, out, divisor=divisor, divide=divide)
+
+    def test_repeated_factors_equal_factors_of_repeated_matrices(self):
+        pattern = cholesky.grid_pattern(5, 6, NEIGHBOUR_OFFSETS[8])
+        values, _ = _random_values(pattern, count=3, seed=4)
+        repeated = _exact(pattern, values).repeated(3)
+        assert repeated.count == 9
+        np.testing.assert_array_equal(repeated.values(), cholesky.factorize(pattern, np.repeat(values, 3, 1)))
+
+    def test_solve_rejects_wrong_shapes(self):
+        pattern = cholesky.grid_pattern(4, 4, NEIGHBOUR_OFFSETS[4])
+        factor = _exact(pattern, _random_values(pattern, count=2)[0])
+        for rhs, out in ((np.zeros((3, 16)), None), (np.zeros((2, 15)), None), (np.zeros((2, 16)),
+                                                                              np.zeros((2, 15)))):
+            with pytest.raises(ValueError, match="shape"):
+                cholesky.solve(factor, rhs, out)
 
     def test_solve_writes_into_out_in_its_dtype(self):
         pattern = cholesky.grid_pattern(8, 9, NEIGHBOUR_OFFSETS[8])
         values, _ = _random_values(pattern, count=3)
-        factor = cholesky.factorize(pattern, values)
+        factor = _exact(pattern, values)
         rhs = np.random.default_rng(3).normal(size=(3, pattern.size)).astype(np.float32)
         out = np.full(rhs.shape, np.nan, np.float32)
-        returned = cholesky.solve(pattern, factor, rhs, out=out)
+        returned = cholesky.solve(factor, rhs, out=out)
         assert returned is out
-        np.testing.assert_array_equal(out, cholesky.solve(pattern, factor, rhs).astype(np.float32))
+        np.testing.assert_array_equal(out, cholesky.solve(factor, rhs).astype(np.float32))
 
     def test_a_part_s_matrix_columns_touch_only_its_rows(self):
         # what lets the correction's product run in parts: in the upper triangle a column's rows are its
@@ -151,6 +206,11 @@ class TestFactorAndSolve:
         values[pattern.matrix_source < 0, 1] = -1.0  # negative diagonal in the second matrix
         with pytest.raises(SmoothAdvError, match="not positive definite"):
             cholesky.factorize(pattern, values)
+
+
+def _exact(pattern, values: np.ndarray) -> cholesky.ExactFactor:
+    """The exact factors of matrices with these (nnz(A), K) values."""
+    return cholesky.ExactFactor(pattern, cholesky.factorize(pattern, values))
 
 
 def _relative_residuals(dense: np.ndarray, solution: np.ndarray, rhs: np.ndarray) -> np.ndarray:
@@ -433,30 +493,33 @@ class TestTorchTeam:
     @pytest.mark.parametrize("dtype", (np.float32, np.float64))
     def test_exact_blocks_equal_the_serial_solve(self, dtype):
         pattern = cholesky.grid_pattern(11, 13, NEIGHBOUR_OFFSETS[8])
-        values, _ = _random_values(pattern, count=7, seed=9)
-        blocks = [cholesky.factorize(pattern, values[:, span]) for span in (slice(0, 3), slice(3, 4),
-                                                                            slice(4, 7))]
-        rhs = np.random.default_rng(10).normal(size=(7, pattern.size)).astype(dtype)
+        values, _ = _random_values(pattern, count=17, seed=9)
+        blocks = [_exact(pattern, values[:, span]) for span in (slice(0, 3), slice(3, 4), slice(4, 17))]
+        rhs = np.random.default_rng(10).normal(size=(17, pattern.size)).astype(dtype)
         out = np.full_like(rhs, np.nan)
         previous = torch.get_num_threads()
         try:
             torch.set_num_threads(2)
-            cholesky.solve_blocks(pattern, blocks, rhs, out)
+            cholesky.solve_blocks(blocks, rhs, out)
         finally:
             torch.set_num_threads(previous)
-        expected = cholesky.solve(pattern, cholesky.factorize(pattern, values), rhs).astype(dtype)
+        expected = cholesky.solve(_exact(pattern, values), rhs).astype(dtype)
         np.testing.assert_array_equal(out, expected)
 
     def test_exact_blocks_reject_mixed_dtypes_and_wrong_shapes(self):
         pattern = cholesky.grid_pattern(4, 4, NEIGHBOUR_OFFSETS[4])
         values, _ = _random_values(pattern, count=2)
-        factors = [cholesky.factorize(pattern, values)]
+        factors = [_exact(pattern, values)]
         with pytest.raises(TypeError, match="one dtype"):
-            cholesky.solve_blocks(pattern, factors, np.zeros((2, 16), np.float32), np.zeros((2, 16)))
+            cholesky.solve_blocks(factors, np.zeros((2, 16), np.float32), np.zeros((2, 16)))
         for rhs, out in ((np.zeros((3, 16)), np.zeros((3, 16))), (np.zeros((2, 16)), np.zeros((1, 16))),
                          (np.zeros((2, 15)), np.zeros((2, 15)))):
             with pytest.raises(ValueError, match="shape"):
-                cholesky.solve_blocks(pattern, factors, rhs, out)
+                cholesky.solve_blocks(factors, rhs, out)
+        other = cholesky.grid_pattern(4, 4, NEIGHBOUR_OFFSETS[8])
+        with pytest.raises(ValueError, match="one pattern"):
+            cholesky.solve_blocks([*factors, _exact(other, _random_values(other, count=1)[0])],
+                                  np.zeros((3, 16)), np.zeros((3, 16)))
 
     @pytest.mark.parametrize("parts", (2, 3))
     def test_sweeps_in_parts_equal_the_sweeps_on_this_thread(self, monkeypatch, parts):
@@ -566,8 +629,45 @@ def _gather(work, values, indices, start, end):
     return gather_column(work, values, indices, start, end)
 
 
+@njit
+def _exact_columns(work, values, indices, column, start, end, backward):
+    if backward:
+        exact_backward(work, values, indices, column, start, end)
+    else:
+        exact_forward(work, values, indices, column, start, end)
+
+
 class TestVectorColumns:
-    """The four-wide column kernels of the sweeps against NumPy, for every length (odd, even, empty)."""
+    """The column kernels of the sweeps against NumPy, for every length (odd, even, empty)."""
+
+    @pytest.mark.parametrize("index_dtype", (np.int32, np.int64))
+    @pytest.mark.parametrize("count", (0, 1, 2, 5, 8))
+    def test_exact_columns_agree_with_numpy(self, count, index_dtype):
+        rng = np.random.default_rng(count)
+        work = rng.normal(size=(12, EXACT_WIDTH))
+        values = rng.normal(size=(count + 3, EXACT_WIDTH))
+        indices = rng.integers(4, 12, size=count + 3).astype(index_dtype)
+        column, start, end = 2, 1, 2 + count  # the diagonal entry at start, the column's rows after it
+        if count:  # a forward column reaches distinct rows (the sum of repeated ones is not tested here)
+            indices[start + 1:end] = rng.permutation(np.arange(4, 12))[:count]
+        expected = work.copy()
+        expected[column] *= values[start]
+        for p in range(start + 1, end):
+            expected[indices[p]] -= values[p] * expected[column]
+        forward = work.copy()
+        _exact_columns(forward, values, indices, column, start, end, False)
+        np.testing.assert_allclose(forward, expected, rtol=1e-14, atol=1e-14)
+        total = (values[start + 1:end] * work[indices[start + 1:end]]).sum(axis=0)
+        expected = work.copy()
+        expected[column] = (work[column] - total) * values[start]
+        backward = work.copy()
+        _exact_columns(backward, values, indices, column, start, end, True)
+        np.testing.assert_allclose(backward, expected, rtol=1e-13, atol=1e-14)
+
+    def test_exact_columns_refuse_float32(self):
+        with pytest.raises(numba.TypingError):
+            _exact_columns(np.zeros((3, EXACT_WIDTH), np.float32), np.zeros((3, EXACT_WIDTH)),
+                           np.zeros(3, np.int64), 0, 0, 1, False)
 
     @pytest.mark.parametrize("count", (0, 1, 2, 5, 8))
     def test_scatter_and_gather_agree_with_numpy(self, count):

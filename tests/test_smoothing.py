@@ -347,7 +347,8 @@ class TestSolversAgree:
         if not on_team:
             monkeypatch.setattr(team, "available", lambda: False)
 
-        guide, z = _random_guide((3, 3, 6, 7)), _random_signal((3, 3, 6, 7))
+        # 32 images: enough blocks of EXACT_LANES graphs for four threads, one graph per image or channel
+        guide, z = _random_guide((32, 3, 6, 7)), _random_signal((32, 3, 6, 7))
         config = Smoothing(channels=channels, solver="direct")
         previous = torch.get_num_threads()
         try:
@@ -358,16 +359,62 @@ class TestSolversAgree:
             threshold = "MIN_VALUES_PER_TEAM_THREAD" if on_team else "MIN_VALUES_PER_THREAD"
             monkeypatch.setattr(solvers, threshold, 1)
             smoother = config.prepare(guide)
-            assert len(smoother.solver.spans) == (3 if channels == "joint" else 4)
+            spans = smoother.solver.spans
+            assert len(spans) == 4
+            assert all(span.start % solvers.cholesky.EXACT_LANES == 0 for span in spans)
             blocks_on_team = []
             solve_blocks = solvers.cholesky.solve_blocks
-            monkeypatch.setattr(solvers.cholesky, "solve_blocks",
-                                lambda *args: blocks_on_team.append(len(args[1])) or solve_blocks(*args))
+            monkeypatch.setattr(solvers.cholesky, "solve_blocks", lambda factors, *args, **kwargs: (
+                blocks_on_team.append(len(factors)) or solve_blocks(factors, *args, **kwargs)))
             threaded = smoother(z)
         finally:
             torch.set_num_threads(previous)
         torch.testing.assert_close(threaded, sequential, rtol=0, atol=0)
         assert blocks_on_team == ([len(smoother.solver.spans)] if on_team else [])
+
+    @pytest.mark.parametrize("threads, on_team", ((1, False), (2, False), (2, True)))
+    @pytest.mark.parametrize("dtype", (torch.float32, torch.float64))
+    @pytest.mark.parametrize("channels", ("per_channel", "joint"))
+    def test_divided_solves_equal_the_division_and_the_solve(self, channels, dtype, threads, on_team,
+                                                               monkeypatch):
+        # the exact Cholesky divides as it packs or unpacks (eq. 9 and its adjoint): the same values, to
+        # the last bit, as the division of the tensors, on this thread, on threads of its own or on torch's
+        # team, a divisor shared by the channels of a joint graph broadcast over them
+        from smoothadv.smoothing import solvers, team
+
+        if on_team and not team.available():
+            pytest.skip("torch's OpenMP runtime not found, or SMOOTHADV_TORCH_TEAM=0")
+        if not on_team:
+            monkeypatch.setattr(team, "available", lambda: False)
+        monkeypatch.setattr(solvers, "MIN_VALUES_PER_TEAM_THREAD", 1)
+        monkeypatch.setattr(solvers, "MIN_VALUES_PER_THREAD", 1)
+        guide = _random_guide((17, 3, 5, 6), dtype=dtype)
+        z = _random_signal((17, 3, 5, 6), dtype=dtype)
+        previous = torch.get_num_threads()
+        try:
+            torch.set_num_threads(threads)
+            solver = Smoothing(channels=channels, solver="direct").prepare(guide).solver
+            assert len(solver.spans) == threads
+            for seed in (2, 3):  # a second divisor is not mistaken for the first
+                divisor = 0.5 + _random_signal((17, solver.groups, 5, 6), seed=seed, dtype=dtype).abs()
+                after = solver.solve_divided(z, divisor, before=False)
+                torch.testing.assert_close(after, solver.solve(z) / divisor, rtol=0, atol=0)
+                before = solver.solve_divided(z, divisor, before=True)
+                torch.testing.assert_close(before, solver.solve(z / divisor), rtol=0, atol=0)
+                assert after.dtype == before.dtype == dtype
+        finally:
+            torch.set_num_threads(previous)
+
+    @pytest.mark.parametrize("solver", ("direct", "superlu", "dense", "cg"))
+    def test_every_solver_divides(self, solver):
+        # the refined Cholesky (72 x 72) and the other solvers divide with the tensors (the base method)
+        size = 72 if solver == "direct" else 8
+        guide, z = _random_guide((1, 3, size, size)), _random_signal((1, 3, size, size))
+        chosen = Smoothing(solver=solver, cg_tol=1e-10).prepare(guide).solver
+        divisor = 0.5 + _random_signal((1, 3, size, size), seed=4).abs()
+        expected = chosen.solve(z / divisor)
+        torch.testing.assert_close(chosen.solve_divided(z, divisor, before=True), expected, rtol=1e-6,
+                                   atol=1e-9)
 
     @pytest.mark.parametrize("dtype", (torch.float16, torch.bfloat16))
     @pytest.mark.parametrize("size", (8, 72))  # the exact walk, and the refined float32 factors

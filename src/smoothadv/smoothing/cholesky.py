@@ -7,8 +7,9 @@ pattern of the factor. The numeric factorisation and the triangular solves then 
 many matrices at once, the values of each factor entry stored side by side, so that one index read serves
 them all. Two solve methods:
 
-* :func:`solve`, float64, exact to rounding: all K matrices of a batch in one walk of the factor, their
-  values side by side. For small images (an MNIST batch), whose factors stay in cache.
+* :func:`solve`, float64, exact to rounding, for small images (an MNIST batch): the K matrices of a batch
+  in blocks of :data:`EXACT_LANES`, each block's values side by side (:class:`ExactFactor`). A block's
+  forward and backward sweeps run one after the other, so the second finds the block's factor in cache.
 * :class:`LaneFactor`, for large images: the triangular solves are bound by memory traffic there (the
   factor of a 224x224 image does not stay in cache while a classifier runs between two solves), so the
   factor is stored in float32, without the entries below float32's resolution, three matrices (the
@@ -44,7 +45,14 @@ from numba.extending import intrinsic
 
 from smoothadv.core.errors import SmoothAdvError
 from smoothadv.smoothing import team
-from smoothadv.smoothing._vectors import WIDTH, gather_column, scatter_column
+from smoothadv.smoothing._vectors import (
+    EXACT_WIDTH,
+    WIDTH,
+    exact_backward,
+    exact_forward,
+    gather_column,
+    scatter_column,
+)
 from smoothadv.smoothing.graph import grid_edges
 
 
@@ -266,9 +274,70 @@ def factorize(pattern: GridPattern, matrix_values: np.ndarray) -> np.ndarray:
     return values
 
 
-#: Matrices solved together by one pass of the kernels: each factor entry holds this many values side by
-#: side, one per matrix, so that one index read serves them all. Three fits the channels of a colour image;
-#: a batch of K matrices is cut into ceil(K / LANES) groups, and unused lanes hold the identity.
+#: Matrices an exact solve walks together: each entry of a block of an :class:`ExactFactor` holds this many
+#: float64 values, one per matrix (64 bytes, a cache line).
+EXACT_LANES = EXACT_WIDTH
+
+
+def _aligned_empty(shape: tuple[int, ...], dtype=np.float64, alignment: int = 64) -> np.ndarray:
+    """An uninitialised C-contiguous array whose first element starts an ``alignment``-byte boundary (a
+    cache line: every 64-byte entry of an exact block then fills one line, not two)."""
+    itemsize = np.dtype(dtype).itemsize
+    count = int(np.prod(shape))
+    raw = np.empty(count + alignment // itemsize, dtype)
+    skip = (-raw.ctypes.data % alignment) // itemsize
+    return raw[skip:skip + count].reshape(shape)
+
+
+class ExactFactor:
+    """Float64 Cholesky factors of K matrices with one pattern, for the exact solves of :func:`solve`.
+
+    Args:
+        pattern: from :func:`grid_pattern`.
+        values: (nnz(L), K) from :func:`factorize`.
+
+    Attributes:
+        blocks: (ceil(K / EXACT_LANES), nnz(L), EXACT_LANES) float64, 64-byte aligned: block b holds the
+            values of matrices ``8 b`` to ``8 b + 7`` side by side (``1 / L_jj`` on the diagonal), and the
+            identity in the lanes past K.
+        count: K.
+        pattern: the pattern given.
+        work: (n, EXACT_LANES) float64, 64-byte aligned, the sweeps' scratch: kept with the factor, because a
+            buffer allocated per solve is not in cache (after a classifier's pass, a new one cost a third of
+            an MNIST solve). So one solve at a time per factor.
+        position: (n,) int64, the elimination position of each pixel (the inverse of ``pattern.order``).
+    """
+
+    def __init__(self, pattern: GridPattern, values: np.ndarray):
+        stored, self.count = values.shape
+        self.pattern = pattern
+        lanes = -(-self.count // EXACT_LANES) * EXACT_LANES
+        padded = np.zeros((stored, lanes))
+        padded[:, :self.count] = values
+        padded[pattern.factor_indptr[:-1], self.count:] = 1.0
+        self.blocks = _aligned_empty((lanes // EXACT_LANES, stored, EXACT_LANES))
+        self.blocks[:] = padded.reshape(stored, -1, EXACT_LANES).transpose(1, 0, 2)
+        self.work = _aligned_empty((pattern.size, EXACT_LANES))
+        self.position = np.argsort(pattern.order)  # (n,) int64: the elimination position of each pixel
+
+    def values(self) -> np.ndarray:
+        """(nnz(L), K) float64, the values as :func:`factorize` returned them."""
+        stored = self.blocks.shape[1]
+        return self.blocks.transpose(1, 0, 2).reshape(stored, -1)[:, :self.count].copy()
+
+    def repeated(self, repeat: int) -> ExactFactor:
+        """The factors with each matrix repeated ``repeat`` times in a row (a graph shared by channels)."""
+        return ExactFactor(self.pattern, np.repeat(self.values(), repeat, axis=1))
+
+    @property
+    def nbytes(self) -> int:
+        return self.blocks.nbytes
+
+
+#: Matrices solved together by one pass of the refined kernels: each factor entry holds this many values
+#: side by side, one per matrix, so that one index read serves them all. Three fits the channels of a
+#: colour image; a batch of K matrices is cut into ceil(K / LANES) groups, and unused lanes hold the
+#: identity.
 LANES = 3
 
 #: An off-diagonal entry of a float32 factor is dropped when ``|L_ij| < DROP_BELOW * L_jj`` in every lane
@@ -541,61 +610,85 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pool_in_child)
 
 
-def solve(pattern: GridPattern, factor: np.ndarray, rhs: np.ndarray, out: np.ndarray | None = None
-          ) -> np.ndarray:
+#: What an exact solve does with its ``divisor``: nothing, ``A^{-1} (rhs / divisor)``, or
+#: ``(A^{-1} rhs) / divisor`` (the normalised smoothing of eq. 9 and its adjoint divide by the DC gain).
+DIVIDE_NONE, DIVIDE_BEFORE, DIVIDE_AFTER = 0, 1, 2
+
+
+def solve(factor: ExactFactor, rhs: np.ndarray, out: np.ndarray | None = None, *,
+          divisor: np.ndarray | None = None, divide: int = DIVIDE_NONE) -> np.ndarray:
     """``A^{-1} rhs`` for each of the K matrices, given their float64 factors, exact to rounding: one
-    triangular-solve pair, all K matrices in one walk of the factor, column by column (the method for
-    small images, where a batch holds many matrices and one index read serves them all).
+    triangular-solve pair, block by block of :data:`EXACT_LANES` matrices (the method for small images,
+    where a batch holds many matrices and one index read serves a block).
 
     Args:
-        pattern: from :func:`grid_pattern`.
-        factor: (nnz(L), K) from :func:`factorize`.
+        factor: the K matrices' factors.
         rhs: (K, n) right-hand sides in pixel order (one per matrix), float32 or float64.
         out: (K, n) float32 or float64, where to write the solutions (rounded to its dtype); None makes a
             float64 array.
+        divisor: (K, n), of the dtype of ``rhs`` (before) or ``out`` (after), used as ``divide`` says
+            (:data:`DIVIDE_BEFORE`, :data:`DIVIDE_AFTER`); each division is done in that dtype, as a
+            division of the arrays would be, while the values pass through the sweeps' work array.
 
     Returns:
         (K, n) solutions in pixel order: ``out``, or a new float64 array.
     """
-    work = np.empty((1, pattern.size, rhs.shape[0]))  # (n, K) in elimination order, one lane per matrix
-    _pack(rhs, pattern.order, work)
-    _column_solve(pattern.factor_indptr, pattern.factor_indices, np.ascontiguousarray(factor), work[0])
+    pattern = factor.pattern
+    if rhs.shape != (factor.count, pattern.size) or (out is not None and out.shape != rhs.shape):
+        raise ValueError(f"solve needs rhs and out of shape ({factor.count}, {pattern.size}); got {rhs.shape}"
+                         f" and {None if out is None else out.shape}.")
     if out is None:
         out = np.empty(rhs.shape)
-    _unpack(work, pattern.order, out)
+    _solve_exact(pattern.factor_indptr, pattern.factor_indices, factor.blocks, factor.position, rhs, out,
+                 factor.work, *_checked_divisor(divisor, divide, rhs, out))
     return out
 
 
-def solve_blocks(pattern: GridPattern, factors: list[np.ndarray], rhs: np.ndarray, out: np.ndarray) -> None:
+def _checked_divisor(divisor, divide, rhs, out) -> tuple[np.ndarray, int]:
+    """The divisor the kernels read (``rhs`` itself, unread, when there is none) and the mode."""
+    if divide == DIVIDE_NONE:
+        return rhs, DIVIDE_NONE
+    like = rhs if divide == DIVIDE_BEFORE else out
+    if divide not in (DIVIDE_BEFORE, DIVIDE_AFTER) or divisor is None or divisor.shape != like.shape or (
+            divisor.dtype != like.dtype):
+        raise ValueError(f"an exact solve divides by a divisor of the shape and dtype of its "
+                         f"{'rhs' if divide == DIVIDE_BEFORE else 'out'} ({like.shape}, {like.dtype}), with "
+                         f"divide DIVIDE_BEFORE or DIVIDE_AFTER; got divide {divide!r} and "
+                         f"{None if divisor is None else (divisor.shape, divisor.dtype)}.")
+    return divisor, divide
+
+
+def solve_blocks(factors: list[ExactFactor], rhs: np.ndarray, out: np.ndarray, *,
+                 divisor: np.ndarray | None = None, divide: int = DIVIDE_NONE) -> None:
     """:func:`solve` of consecutive blocks of rows at once on torch's OpenMP threads (requires
-    :func:`~smoothadv.smoothing.team.available`): ``factors[i]`` (nnz(L), k_i) serves the next k_i rows.
+    :func:`~smoothadv.smoothing.team.available`): ``factors[i]`` serves the next ``factors[i].count`` rows.
 
     Args:
-        pattern: from :func:`grid_pattern`.
-        factors: the blocks' factors, from :func:`factorize`.
+        factors: the blocks' factors, of one pattern.
         rhs: (sum k_i, n) float32 or float64 right-hand sides, C-contiguous.
         out: (sum k_i, n) C-contiguous, of the dtype of ``rhs``, where the solutions are written.
+        divisor, divide: as for :func:`solve` (a divisor C-contiguous, of the dtype of ``rhs``).
     """
     if rhs.dtype != out.dtype or rhs.dtype not in (np.float32, np.float64):
         raise TypeError(f"solve_blocks takes float32 or float64 rhs and out of one dtype; got {rhs.dtype}, "
                         f"{out.dtype}.")
-    rows = sum(factor.shape[1] for factor in factors)
+    pattern = factors[0].pattern
+    rows = sum(factor.count for factor in factors)
     if (rhs.shape != (rows, pattern.size) or out.shape != rhs.shape
-            or any(factor.shape[0] != pattern.factor_nonzeros for factor in factors)):
-        raise ValueError(f"solve_blocks needs rhs and out of shape ({rows}, {pattern.size}) and factors of "
-                         f"{pattern.factor_nonzeros} rows; got {rhs.shape}, {out.shape} and "
-                         f"{[factor.shape for factor in factors]}.")
+            or any(factor.pattern is not pattern for factor in factors)):
+        raise ValueError(f"solve_blocks needs factors of one pattern and rhs and out of shape ({rows}, "
+                         f"{pattern.size}); got {rhs.shape} and {out.shape}.")
+    divisor, divide = _checked_divisor(divisor, divide, rhs, out)
     kind = _TASK_EXACT_FLOAT32 if rhs.dtype == np.float32 else _TASK_EXACT_FLOAT64
     table = team.task_table(len(factors))
-    works, first = [], 0
+    first = 0
     for index, factor in enumerate(factors):
-        factor = np.ascontiguousarray(factor, dtype=np.float64)
-        count = factor.shape[1]
-        works.append((factor, np.empty((pattern.size, count))))
-        _fill_task(table, index, kind, (pattern.size, len(factor), count),
-                   [rhs[first:first + count], pattern.order, works[-1][1], pattern.factor_indptr,
-                    pattern.factor_indices, factor, out[first:first + count]], ())
-        first += count
+        span = slice(first, first + factor.count)
+        sizes = (pattern.size, pattern.factor_nonzeros, factor.count, len(factor.blocks))
+        _fill_task(table, index, kind, sizes,
+                   [rhs[span], factor.position, factor.work, pattern.factor_indptr, pattern.factor_indices,
+                    factor.blocks, out[span], divisor[span]], (divide,))
+        first += factor.count
     team.run(_team_worker(), table, len(factors))
 
 
@@ -1052,35 +1145,49 @@ def _apply_correction(work, norms, previous, last, kept, solution, matrix_indptr
     _residual_norms(rhs, product, residual, norms, np.empty(3))
 
 
+#: Entries of an exact block (64 bytes each) read ahead of its forward sweep: 4 KB, as for the refined
+#: sweeps' :data:`PREFETCH_AHEAD` entries of 16 bytes.
+EXACT_PREFETCH_AHEAD = 64
+
+
 @njit(**_SOLVE_OPTIONS)
-def _column_solve(factor_indptr, factor_indices, factor_values, work):
-    """``work <- L^-T L^-1 work`` in place; work (n, K) in elimination order, factor_values (nnz(L), K) from
-    :func:`factorize` (the reciprocal of each diagonal entry in its place: a product, not a division)."""
-    n, k_count = work.shape
-    flat = factor_values.reshape(-1)  # each column's entries are contiguous: prefetch it and 4 KB more
-    line, ahead = 64 // factor_values.itemsize, 4096 // factor_values.itemsize
-    position = 0
-    for j in range(n):  # forward: L y = b
-        start, end = factor_indptr[j], factor_indptr[j + 1]
-        position = _prefetch_lines(flat, position, min(end * k_count + ahead, len(flat)), line)
-        for t in range(k_count):
-            work[j, t] *= factor_values[start, t]
-        for entry in range(start + 1, end):
-            row = factor_indices[entry]
-            for t in range(k_count):
-                work[row, t] -= factor_values[entry, t] * work[j, t]
-    position = len(flat) - 1
-    accumulator = np.empty(k_count)
-    for j in range(n - 1, -1, -1):  # backward: L^T x = y
-        start, end = factor_indptr[j], factor_indptr[j + 1]
-        position = _prefetch_lines(flat, position, max(start * k_count - ahead, -1), -line)
-        accumulator[:] = 0.0
-        for entry in range(start + 1, end):
-            row = factor_indices[entry]
-            for t in range(k_count):
-                accumulator[t] += factor_values[entry, t] * work[row, t]
-        for t in range(k_count):
-            work[j, t] = (work[j, t] - accumulator[t]) * factor_values[start, t]
+def _solve_exact(indptr, indices, blocks, position, rhs, out, work, divisor, divide):
+    """``out <- A^-1 rhs`` for the K = len(rhs) matrices of ``blocks`` (ceil(K / 8), nnz(L), 8), one block
+    at a time: its right-hand sides packed into ``work`` (n, 8) in elimination order (pixel p at row
+    ``position[p]``), the forward sweep, the backward sweep (the block's factor, read from memory by the
+    first, is still in cache for the second), then unpacked into ``out``. rhs, out (K, n) in pixel order,
+    float32 or float64; ``divisor`` divides rhs or out in their dtype as ``divide`` says (see
+    :func:`solve`). Packing walks the pixels in order, so that rhs and out, out of cache after a
+    classifier's pass, are read and written in order."""
+    n, count, stored = work.shape[0], rhs.shape[0], blocks.shape[1]
+    for block in range(blocks.shape[0]):
+        values = blocks[block]
+        first = EXACT_LANES * block
+        used = min(EXACT_LANES, count - first)
+        for pixel in range(n):
+            i = position[pixel]
+            for t in range(used):
+                if divide == DIVIDE_BEFORE:
+                    work[i, t] = rhs[first + t, pixel] / divisor[first + t, pixel]
+                else:
+                    work[i, t] = rhs[first + t, pixel]
+            for t in range(used, EXACT_LANES):
+                work[i, t] = 0.0
+        ahead = 0
+        for j in range(n):  # forward: L y = b
+            target = min(indptr[j + 1] + EXACT_PREFETCH_AHEAD, stored)
+            while ahead < target:
+                _prefetch(values, ahead)
+                ahead += 1
+            exact_forward(work, values, indices, j, indptr[j], indptr[j + 1])
+        for j in range(n - 1, -1, -1):  # backward: L^T x = y
+            exact_backward(work, values, indices, j, indptr[j], indptr[j + 1])
+        for pixel in range(n):
+            i = position[pixel]
+            for t in range(used):
+                out[first + t, pixel] = work[i, t]  # rounded to out's dtype, then divided in it
+                if divide == DIVIDE_AFTER:
+                    out[first + t, pixel] = out[first + t, pixel] / divisor[first + t, pixel]
 
 
 @njit(cache=True, nogil=True)
@@ -1093,11 +1200,13 @@ def _run_task(table, index):
     elif kind == _TASK_BACKWARD_PART:
         _run_part(row, True)
     elif kind == _TASK_EXACT_FLOAT32:
-        _run_exact(row, carray(team.pointer(row[4]), (row[3], row[1]), np.float32),
-                   carray(team.pointer(row[10]), (row[3], row[1]), np.float32))
+        _run_exact(row, carray(team.pointer(row[5]), (row[3], row[1]), np.float32),
+                   carray(team.pointer(row[11]), (row[3], row[1]), np.float32),
+                   carray(team.pointer(row[12]), (row[3], row[1]), np.float32))
     elif kind == _TASK_EXACT_FLOAT64:
-        _run_exact(row, carray(team.pointer(row[4]), (row[3], row[1]), np.float64),
-                   carray(team.pointer(row[10]), (row[3], row[1]), np.float64))
+        _run_exact(row, carray(team.pointer(row[5]), (row[3], row[1]), np.float64),
+                   carray(team.pointer(row[11]), (row[3], row[1]), np.float64),
+                   carray(team.pointer(row[12]), (row[3], row[1]), np.float64))
     elif kind == _TASK_START:  # rows; rhs, previous and last products, residual, squares
         _start_squares(_lanes_at(row[2], row[1]), _lanes_at(row[3], row[1]), _lanes_at(row[4], row[1]),
                        _lanes_at(row[5], row[1]), carray(team.pointer(row[6]), (6,), np.float64))
@@ -1153,18 +1262,16 @@ def _run_part(row, backward):
 
 
 @njit(cache=True, nogil=True)
-def _run_exact(row, rhs, out):
-    """An exact solve of a block of rows: sizes n, nnz(L), rows k; then rhs, order, work, the factor's
-    indptr, indices and values, out (rhs and out given, of their dtype)."""
-    n, stored, count = row[1], row[2], row[3]
-    order = carray(team.pointer(row[5]), (n,), np.int64)
-    work = carray(team.pointer(row[6]), (1, n, count), np.float64)
-    indptr = carray(team.pointer(row[7]), (n + 1,), np.int64)
-    indices = carray(team.pointer(row[8]), (stored,), np.int64)
-    values = carray(team.pointer(row[9]), (stored, count), np.float64)
-    _pack(rhs, order, work)
-    _column_solve(indptr, indices, values, work[0])
-    _unpack(work, order, out)
+def _run_exact(row, rhs, out, divisor):
+    """An exact solve of a block of rows: sizes n, nnz(L), rows k, blocks; then rhs, position, work (n, 8),
+    the factor's indptr, indices and blocks, out, divisor (rhs, out and divisor given, of their dtype); then
+    the division mode."""
+    n, stored, blocks = row[1], row[2], row[4]
+    _solve_exact(carray(team.pointer(row[8]), (n + 1,), np.int64),
+                 carray(team.pointer(row[9]), (stored,), np.int64),
+                 carray(team.pointer(row[10]), (blocks, stored, EXACT_LANES), np.float64),
+                 carray(team.pointer(row[6]), (n,), np.int64), rhs, out,
+                 carray(team.pointer(row[7]), (n, EXACT_LANES), np.float64), divisor, row[13])
 
 
 def _claim_and_run(data):

@@ -195,12 +195,13 @@ class GuidedSmoother:
         return self.solver.last_residual
 
     def _forward(self, z: torch.Tensor, normalize: bool) -> torch.Tensor:
-        out = self.solver.solve(z, sequence="forward")
-        return out / self.dc_gain.to(out.dtype) if normalize else out
+        if normalize:
+            return self.solver.solve_divided(z, self.dc_gain, before=False, sequence="forward")
+        return self.solver.solve(z, sequence="forward")
 
     def _adjoint(self, g: torch.Tensor, normalize: bool) -> torch.Tensor:
         if normalize:
-            g = g / self.dc_gain.to(g.dtype)
+            return self.solver.solve_divided(g, self.dc_gain, before=True, sequence="adjoint")
         return self.solver.solve(g, sequence="adjoint")
 
     def _check_signal(self, z: torch.Tensor) -> None:

@@ -73,6 +73,22 @@ class LaplacianSolver(ABC):
             (B, C, H, W), same dtype and device as ``rhs``.
         """
 
+    def solve_divided(self, rhs: torch.Tensor, divisor: torch.Tensor, *, before: bool,
+                      sequence: str | None = None) -> torch.Tensor:
+        """``solve(rhs / divisor)`` when ``before``, else ``solve(rhs) / divisor``: the normalised smoothing
+        of eq. (9) and its adjoint divide by the DC gain. A solver may divide inside its solve, with the
+        same values.
+
+        Args:
+            rhs: (B, C, H, W). divisor: (B, G, H, W), broadcast over the channels of a graph they share;
+                the division is done in the dtype of ``rhs``.
+            before, sequence: as above, and as for :meth:`solve`.
+        """
+        divisor = divisor.to(rhs.dtype)
+        if before:
+            return self.solve(rhs / divisor, sequence)
+        return self.solve(rhs, sequence) / divisor
+
     def matvec(self, values: torch.Tensor) -> torch.Tensor:
         """Product ``L_alpha v = (v - alpha Wn v) / (1 - alpha)`` (matrix-free); v of shape (B, C, H, W).
 
@@ -175,19 +191,33 @@ class DirectSolver(LaplacianSolver):
         self.batch, self.groups = graph.normalized_weights.shape[:2]
 
     def solve(self, rhs: torch.Tensor, sequence: str | None = None) -> torch.Tensor:
+        host, repeat = self._host_systems(rhs)
+        return _as_tensor(self._solve_systems(host, repeat, sequence), rhs)  # one row per system, graph-major
+
+    def _host_systems(self, rhs: torch.Tensor) -> tuple[np.ndarray, int]:
+        """(B * C, n) NumPy view (or copy) of ``rhs`` (B, C, H, W), and the systems per graph."""
         batch, channels, height, width = rhs.shape
         # dtype conversions in NumPy (one thread): as torch ops they are parallel regions whose start-up
         # dominates on a busy CPU, for a few hundred thousand values
         # the compiled kernels take float32 and float64 (NumPy has no bfloat16): other dtypes go as float32
-        work = rhs if rhs.dtype in (torch.float32, torch.float64) else rhs.float()
-        host = work.detach().cpu().reshape(batch * channels, height * width).numpy()
-        repeat = 1 if self.groups == channels else channels  # a shared graph solves every channel
-        out = self._solve_systems(host, repeat, sequence)  # one row per system, graph-major
-        return torch.from_numpy(out).reshape(rhs.shape).to(rhs.device, rhs.dtype)
+        # few torch calls: after a classifier's pass (or a solve) each one runs from memory
+        work = rhs.detach() if rhs.device.type == "cpu" else rhs.detach().cpu()
+        if work.dtype not in (torch.float32, torch.float64):
+            work = work.float()
+        host = work.numpy().reshape(batch * channels, height * width)
+        return host, 1 if self.groups == channels else channels  # a shared graph solves every channel
 
     @abstractmethod
     def _solve_systems(self, systems: np.ndarray, repeat: int, sequence: str | None) -> np.ndarray:
         """Solutions of every row of ``systems`` (``repeat`` consecutive rows per graph), in its dtype."""
+
+
+def _as_tensor(out: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+    """The (B * C, n) solutions as a tensor of the shape, dtype and device of ``like``. Few torch calls: a
+    solve leaves the caches full of its factor, and each call then runs from memory."""
+    result = torch.from_numpy(out.reshape(like.shape))
+    return result if like.device.type == "cpu" and like.dtype == result.dtype else result.to(like.device,
+                                                                                               like.dtype)
 
 
 #: Largest graph (in pixels) the Cholesky solves exactly in float64, all graphs of a batch in one walk of
@@ -246,12 +276,14 @@ class CholeskySolver(DirectSolver):
             graphs = self.batch * self.groups
             least = MIN_VALUES_PER_TEAM_THREAD if team.available() else MIN_VALUES_PER_THREAD
             threads = max(1, min(torch.get_num_threads(), graphs * self.pattern.factor_nonzeros // least))
-            self.spans = _spans(graphs, threads)
-            exact = _thread_map(lambda span: cholesky.factorize(self.pattern, values[:, span]), self.spans)
-            self._make = lambda repeat: [np.repeat(part, repeat, axis=1) for part in exact]
+            self.spans = _block_spans(graphs, threads, cholesky.EXACT_LANES)
+            exact = _thread_map(lambda span: cholesky.ExactFactor(
+                self.pattern, cholesky.factorize(self.pattern, values[:, span])), self.spans)
+            self._make = lambda repeat: [part.repeated(repeat) for part in exact]
             self._factors[1] = exact
         #: per (sequence, repeat): the last two (solution, product) pairs, oldest first
         self._history: dict[tuple[str, int], list[tuple[np.ndarray, np.ndarray]]] = {}
+        self._divisors: dict[tuple, tuple[torch.Tensor, np.ndarray]] = {}  # see _host_divisor
         self.last_passes = 0
 
     def _lane_factor(self, repeat: int) -> cholesky.LaneFactor:
@@ -277,22 +309,48 @@ class CholeskySolver(DirectSolver):
         """Stored factor values: L per graph."""
         return self.pattern.factor_nonzeros * self.batch * self.groups
 
+    def solve_divided(self, rhs: torch.Tensor, divisor: torch.Tensor, *, before: bool,
+                      sequence: str | None = None) -> torch.Tensor:
+        """:meth:`LaplacianSolver.solve_divided`; exact solves divide as they pack or unpack the systems
+        (no pass of their own over memory), in the dtype of ``rhs``, with the same values."""
+        if self.refined or rhs.dtype not in (torch.float32, torch.float64):
+            return super().solve_divided(rhs, divisor, before=before, sequence=sequence)
+        host, repeat = self._host_systems(rhs)
+        divide = cholesky.DIVIDE_BEFORE if before else cholesky.DIVIDE_AFTER
+        return _as_tensor(self._solve_exact(host, repeat, self._host_divisor(divisor, rhs), divide), rhs)
+
+    def _host_divisor(self, divisor: torch.Tensor, rhs: torch.Tensor) -> np.ndarray:
+        """(B * C, n) C-contiguous NumPy copy of ``divisor`` broadcast to ``rhs``, in its dtype; kept for
+        the next call with the same divisor (the smoother's DC gain, on every solve of an attack)."""
+        key = (rhs.dtype, tuple(rhs.shape))
+        cached = self._divisors.get(key)
+        if cached is None or cached[0] is not divisor:
+            systems = rhs.shape[0] * rhs.shape[1]
+            host = divisor.detach().to("cpu", rhs.dtype).expand(rhs.shape).reshape(systems, -1)
+            cached = self._divisors[key] = (divisor, np.ascontiguousarray(host.numpy()))
+        return cached[1]
+
+    def _solve_exact(self, systems: np.ndarray, repeat: int, divisor: np.ndarray | None = None,
+                     divide: int = cholesky.DIVIDE_NONE) -> np.ndarray:
+        parts = self.factors(repeat)
+        if len(parts) > 1 and team.available():
+            systems = np.ascontiguousarray(systems)
+            out = np.empty_like(systems)
+            cholesky.solve_blocks(parts, systems, out, divisor=divisor, divide=divide)
+            return out
+        out = np.empty(systems.shape, systems.dtype)
+
+        def run_exact(index):
+            rows = slice(self.spans[index].start * repeat, self.spans[index].stop * repeat)
+            cholesky.solve(parts[index], systems[rows], out=out[rows],
+                           divisor=None if divisor is None else divisor[rows], divide=divide)
+
+        _thread_map(run_exact, list(range(len(self.spans))))
+        return out
+
     def _solve_systems(self, systems: np.ndarray, repeat: int, sequence: str | None) -> np.ndarray:
         if not self.refined:
-            parts = self.factors(repeat)
-            if len(parts) > 1 and team.available():
-                systems = np.ascontiguousarray(systems)
-                out = np.empty_like(systems)
-                cholesky.solve_blocks(self.pattern, parts, systems, out)
-                return out
-            out = np.empty(systems.shape, systems.dtype)
-
-            def run_exact(index):
-                rows = slice(self.spans[index].start * repeat, self.spans[index].stop * repeat)
-                cholesky.solve(self.pattern, parts[index], systems[rows], out=out[rows])
-
-            _thread_map(run_exact, list(range(len(self.spans))))
-            return out
+            return self._solve_exact(systems, repeat)
         factor = self.factors(repeat)
         rhs = factor.pack(systems)
         history = self._history.setdefault((sequence, repeat), []) if sequence is not None else []
@@ -409,6 +467,13 @@ def _spans(count: int, parts: int) -> list[slice]:
     """``count`` items cut into at most ``parts`` contiguous, nearly equal slices."""
     bounds = np.linspace(0, count, min(parts, count) + 1).round().astype(int)
     return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def _block_spans(count: int, parts: int, block: int) -> list[slice]:
+    """:func:`_spans` of ``count`` items whose bounds fall on multiples of ``block`` (but the last), so
+    that cutting a batch for threads adds no partly filled block of lanes."""
+    blocks = -(-count // block)
+    return [slice(span.start * block, min(span.stop * block, count)) for span in _spans(blocks, parts)]
 
 
 def _factorize(matrix: scipy.sparse.csc_matrix):
