@@ -259,8 +259,9 @@ def traffic_floor_ms(smoother) -> dict:
 
     Refined Cholesky: each of the two solves reads the factor (float32 values of three graphs side by
     side and one int32 row index per entry) twice, once per triangular sweep, and the exact float64
-    matrices once for the residual of its single correction. SuperLU: every L and U entry (8-byte value
-    + 4-byte index) once per solve.
+    matrices once for the residual of its single correction. Exact Cholesky (small images): the float64
+    values once per solve (a block's backward sweep finds them in cache). SuperLU: every L and U entry
+    (8-byte value + 4-byte index) once per solve.
     """
     solver = smoother.solver
     bandwidth = read_bandwidth()
@@ -268,6 +269,8 @@ def traffic_floor_ms(smoother) -> dict:
         factor = solver.factors(1)
         matrix_bytes = factor.matrix_values.nbytes + factor.groups * factor.matrix_indices.nbytes
         per_solve = 2 * factor.nbytes + matrix_bytes
+    elif solver.name == "cholesky":
+        per_solve = sum(part.nbytes for part in solver.factors(1))
     else:
         per_solve = 12 * solver.factor_nonzeros
     return {

@@ -331,6 +331,7 @@ class ExactFactor:
 
     @property
     def nbytes(self) -> int:
+        """Bytes of the factor values (what a solve reads from memory once)."""
         return self.blocks.nbytes
 
 
@@ -972,7 +973,7 @@ def _extrapolate_lanes(previous, last, kept, out):
 def _pack(rhs, order, packed):
     """``packed[g, i, t] = rhs[lanes g + t, order[i]]`` (lanes = ``packed.shape[2]``), zero past the K
     rows of rhs. Row by row of ``packed``: its writes are contiguous, and the K values of a row are read
-    from K rows of rhs at one offset (a batch of MNIST guides: the rhs stays in cache)."""
+    from K rows of rhs at one offset."""
     count, size, lanes = rhs.shape[0], packed.shape[1], packed.shape[2]
     for g in range(packed.shape[0]):
         used = max(0, min(lanes, count - lanes * g))

@@ -220,9 +220,9 @@ def _as_tensor(out: np.ndarray, like: torch.Tensor) -> torch.Tensor:
                                                                                                like.dtype)
 
 
-#: Largest graph (in pixels) the Cholesky solves exactly in float64, all graphs of a batch in one walk of
-#: the factor (an MNIST batch: the factor stays in cache). Larger graphs get float32 factors refined to
-#: ``tol`` (memory traffic bounds their solves). Measured in ``docs/smoothing.md``.
+#: Largest graph (in pixels) the Cholesky solves exactly in float64, in blocks of eight graphs whose
+#: backward sweep finds the block's factor in cache (an MNIST batch). Larger graphs get float32 factors
+#: refined to ``tol`` (memory traffic bounds their solves). Measured in ``docs/smoothing.md``.
 EXACT_MAX_PIXELS = 4096
 
 #: Fewest factor values (graphs x nnz(L)) an exact solve gives each thread of its own: below this (an MNIST
@@ -230,8 +230,9 @@ EXACT_MAX_PIXELS = 4096
 #: cores after the classifier, cost more than the split saves. Measured in ``docs/smoothing.md``.
 MIN_VALUES_PER_THREAD = 2**21
 
-#: The same on torch's own OpenMP threads (:mod:`~smoothadv.smoothing.team`), which take work at once: a
-#: block of fewer graphs (16 MNIST guides) walks the factor with too few values per index read.
+#: The same on torch's own OpenMP threads (:mod:`~smoothadv.smoothing.team`), which take work at once
+#: (16 MNIST guides, two blocks of eight); measured with the walk of all graphs at once that preceded the
+#: blocks, where fewer graphs read too few values per index.
 MIN_VALUES_PER_TEAM_THREAD = 2**17
 
 
