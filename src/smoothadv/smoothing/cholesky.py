@@ -894,11 +894,12 @@ def _prefetch_up_to(values, indices, position, target, step):
 
 
 @njit(inline="always")
-def _prefetch_lines(flat, position, target, step):
-    """Prefetch ``flat[position:target:step]`` of a 1-d array (``step`` elements: a cache line); returns
-    ``target`` (or where it stopped past it), walking up, or down when ``step`` < 0."""
+def _prefetch_lines(array, position, target, step):
+    """Prefetch the cache line at the start of each of ``array[position:target:step]`` (along the first
+    axis: elements of a 1-d array, rows of an exact block); returns ``target`` (or where it stopped past
+    it), walking up, or down when ``step`` < 0."""
     while (position < target) if step > 0 else (position > target):
-        _prefetch(flat, position)
+        _prefetch(array, position)
         position += step
     return position
 
@@ -1176,10 +1177,7 @@ def _solve_exact(indptr, indices, blocks, position, rhs, out, work, divisor, div
                 work[i, t] = 0.0
         ahead = 0
         for j in range(n):  # forward: L y = b
-            target = min(indptr[j + 1] + EXACT_PREFETCH_AHEAD, stored)
-            while ahead < target:
-                _prefetch(values, ahead)
-                ahead += 1
+            ahead = _prefetch_lines(values, ahead, min(indptr[j + 1] + EXACT_PREFETCH_AHEAD, stored), 1)
             exact_forward(work, values, indices, j, indptr[j], indptr[j + 1])
         for j in range(n - 1, -1, -1):  # backward: L^T x = y
             exact_backward(work, values, indices, j, indptr[j], indptr[j + 1])
