@@ -9,7 +9,8 @@ them all. Two solve methods:
 
 * :func:`solve`, float64, exact to rounding, for small images (an MNIST batch): the K matrices of a batch
   in blocks of :data:`EXACT_LANES`, each block's values side by side (:class:`ExactFactor`). A block's
-  forward and backward sweeps run one after the other, so the second finds the block's factor in cache.
+  backward sweep finds its factor in cache, read by its forward sweep; it runs interleaved with the
+  forward sweep of the next block, which reads that block's factor from memory meanwhile.
 * :class:`LaneFactor`, for large images: the triangular solves are bound by memory traffic there (the
   factor of a 224x224 image does not stay in cache while a classifier runs between two solves), so the
   factor is stored in float32, without the entries below float32's resolution, three matrices (the
@@ -302,9 +303,10 @@ class ExactFactor:
             identity in the lanes past K.
         count: K.
         pattern: the pattern given.
-        work: (n, EXACT_LANES) float64, 64-byte aligned, the sweeps' scratch: kept with the factor, because a
-            buffer allocated per solve is not in cache (after a classifier's pass, a new one cost a third of
-            an MNIST solve). So one solve at a time per factor.
+        work: (2, n, EXACT_LANES) float64, 64-byte aligned, the sweeps' scratch (two blocks' right-hand
+            sides, see :func:`_solve_exact`): kept with the factor, because a buffer allocated per solve is
+            not in cache (after a classifier's pass, a new one cost a third of an MNIST solve). So one
+            solve at a time per factor.
         position: (n,) int64, the elimination position of each pixel (the inverse of ``pattern.order``).
     """
 
@@ -317,7 +319,7 @@ class ExactFactor:
         padded[pattern.factor_indptr[:-1], self.count:] = 1.0
         self.blocks = _aligned_empty((lanes // EXACT_LANES, stored, EXACT_LANES))
         self.blocks[:] = padded.reshape(stored, -1, EXACT_LANES).transpose(1, 0, 2)
-        self.work = _aligned_empty((pattern.size, EXACT_LANES))
+        self.work = _aligned_empty((2, pattern.size, EXACT_LANES))
         self.position = np.argsort(pattern.order)  # (n,) int64: the elimination position of each pixel
 
     def values(self) -> np.ndarray:
@@ -1154,39 +1156,66 @@ EXACT_PREFETCH_AHEAD = 64
 
 @njit(**_SOLVE_OPTIONS)
 def _solve_exact(indptr, indices, blocks, position, rhs, out, work, divisor, divide):
-    """``out <- A^-1 rhs`` for the K = len(rhs) matrices of ``blocks`` (ceil(K / 8), nnz(L), 8), one block
-    at a time: its right-hand sides packed into ``work`` (n, 8) in elimination order (pixel p at row
-    ``position[p]``), the forward sweep, the backward sweep (the block's factor, read from memory by the
-    first, is still in cache for the second), then unpacked into ``out``. rhs, out (K, n) in pixel order,
-    float32 or float64; ``divisor`` divides rhs or out in their dtype as ``divide`` says (see
-    :func:`solve`). Packing walks the pixels in order, so that rhs and out, out of cache after a
-    classifier's pass, are read and written in order."""
-    n, count, stored = work.shape[0], rhs.shape[0], blocks.shape[1]
-    for block in range(blocks.shape[0]):
-        values = blocks[block]
+    """``out <- A^-1 rhs`` for the K = len(rhs) matrices of ``blocks`` (ceil(K / 8), nnz(L), 8), block by
+    block: the right-hand sides of a block packed into one of the two ``work`` (2, n, 8) slots, in
+    elimination order (pixel p at row ``position[p]``), its forward sweep, its backward sweep, then the
+    solutions unpacked into ``out``. rhs, out (K, n) in pixel order, float32 or float64; ``divisor``
+    divides rhs or out in their dtype as ``divide`` says (see :func:`solve`).
+
+    The forward sweep of block b + 1 and the backward sweep of block b go column by column together: the
+    first reads its block's factor from memory (after a classifier's pass), the second finds its own in
+    cache (the forward sweep just read it), and the two interleaved keep the core computing while the
+    memory delivers. Each block's arithmetic is that of a block alone, so the results are the same to
+    the last bit."""
+    n, count, stored, last = work.shape[1], rhs.shape[0], blocks.shape[1], blocks.shape[0] - 1
+    _pack_block(rhs, divisor, divide, position, work[0], 0, min(EXACT_LANES, count))
+    ahead = 0
+    for j in range(n):  # forward sweep of block 0: L y = b
+        ahead = _prefetch_lines(blocks[0], ahead, min(indptr[j + 1] + EXACT_PREFETCH_AHEAD, stored), 1)
+        exact_forward(work[0], blocks[0], indices, j, indptr[j], indptr[j + 1])
+    for block in range(1, last + 1):
+        following, current = work[block & 1], work[(block - 1) & 1]
+        values, solved = blocks[block], blocks[block - 1]
         first = EXACT_LANES * block
-        used = min(EXACT_LANES, count - first)
-        for pixel in range(n):
-            i = position[pixel]
-            for t in range(used):
-                if divide == DIVIDE_BEFORE:
-                    work[i, t] = rhs[first + t, pixel] / divisor[first + t, pixel]
-                else:
-                    work[i, t] = rhs[first + t, pixel]
-            for t in range(used, EXACT_LANES):
-                work[i, t] = 0.0
+        _pack_block(rhs, divisor, divide, position, following, first, min(EXACT_LANES, count - first))
         ahead = 0
-        for j in range(n):  # forward: L y = b
-            ahead = _prefetch_lines(values, ahead, min(indptr[j + 1] + EXACT_PREFETCH_AHEAD, stored), 1)
-            exact_forward(work, values, indices, j, indptr[j], indptr[j + 1])
-        for j in range(n - 1, -1, -1):  # backward: L^T x = y
-            exact_backward(work, values, indices, j, indptr[j], indptr[j + 1])
-        for pixel in range(n):
-            i = position[pixel]
-            for t in range(used):
-                out[first + t, pixel] = work[i, t]  # rounded to out's dtype, then divided in it
-                if divide == DIVIDE_AFTER:
-                    out[first + t, pixel] = out[first + t, pixel] / divisor[first + t, pixel]
+        for step in range(n):  # forward sweep of this block, backward sweep (L^T x = y) of the one before
+            ahead = _prefetch_lines(values, ahead, min(indptr[step + 1] + EXACT_PREFETCH_AHEAD, stored), 1)
+            exact_forward(following, values, indices, step, indptr[step], indptr[step + 1])
+            j = n - 1 - step
+            exact_backward(current, solved, indices, j, indptr[j], indptr[j + 1])
+        _unpack_block(current, divisor, divide, position, out, first - EXACT_LANES)
+    for j in range(n - 1, -1, -1):  # backward sweep of the last block
+        exact_backward(work[last & 1], blocks[last], indices, j, indptr[j], indptr[j + 1])
+    _unpack_block(work[last & 1], divisor, divide, position, out, EXACT_LANES * last)
+
+
+@njit(inline="always")
+def _pack_block(rhs, divisor, divide, position, work, first, used):
+    """``work[position[p], t] <- rhs[first + t, p]`` (divided by the divisor's, when ``divide`` is
+    :data:`DIVIDE_BEFORE`) for the ``used`` lanes of a block, zero in the others. Walks the pixels in
+    order, so that rhs, out of cache after a classifier's pass, is read in order."""
+    for pixel in range(work.shape[0]):
+        i = position[pixel]
+        for t in range(used):
+            if divide == DIVIDE_BEFORE:
+                work[i, t] = rhs[first + t, pixel] / divisor[first + t, pixel]
+            else:
+                work[i, t] = rhs[first + t, pixel]
+        for t in range(used, EXACT_LANES):
+            work[i, t] = 0.0
+
+
+@njit(inline="always")
+def _unpack_block(work, divisor, divide, position, out, first):
+    """``out[first + t, p] <- work[position[p], t]`` for the lanes of a block that ``out`` has, rounded to
+    out's dtype and then divided in it by the divisor's when ``divide`` is :data:`DIVIDE_AFTER`."""
+    for pixel in range(work.shape[0]):
+        i = position[pixel]
+        for t in range(min(EXACT_LANES, out.shape[0] - first)):
+            out[first + t, pixel] = work[i, t]
+            if divide == DIVIDE_AFTER:
+                out[first + t, pixel] = out[first + t, pixel] / divisor[first + t, pixel]
 
 
 @njit(cache=True, nogil=True)
@@ -1262,7 +1291,7 @@ def _run_part(row, backward):
 
 @njit(cache=True, nogil=True)
 def _run_exact(row, rhs, out, divisor):
-    """An exact solve of a block of rows: sizes n, nnz(L), rows k, blocks; then rhs, position, work (n, 8),
+    """An exact solve of a block of rows: sizes n, nnz(L), rows k, blocks; then rhs, position, work (2, n, 8),
     the factor's indptr, indices and blocks, out, divisor (rhs, out and divisor given, of their dtype); then
     the division mode."""
     n, stored, blocks = row[1], row[2], row[4]
@@ -1270,7 +1299,7 @@ def _run_exact(row, rhs, out, divisor):
                  carray(team.pointer(row[9]), (stored,), np.int64),
                  carray(team.pointer(row[10]), (blocks, stored, EXACT_LANES), np.float64),
                  carray(team.pointer(row[6]), (n,), np.int64), rhs, out,
-                 carray(team.pointer(row[7]), (n, EXACT_LANES), np.float64), divisor, row[13])
+                 carray(team.pointer(row[7]), (2, n, EXACT_LANES), np.float64), divisor, row[13])
 
 
 def _claim_and_run(data):
