@@ -200,6 +200,43 @@ class TestFactorAndSolve:
             rows = pattern.matrix_indices[span]
             assert rows.min() >= bounds[q] and rows.max() < bounds[q + 1]
 
+    @pytest.mark.parametrize("divide", (cholesky.DIVIDE_NONE, cholesky.DIVIDE_BEFORE, cholesky.DIVIDE_AFTER))
+    @pytest.mark.parametrize("dtype", (np.float32, np.float64))
+    def test_a_plan_solves_as_solve_does_run_after_run(self, dtype, divide):
+        # consecutive blocks of rows, one factor each, on this thread: the same values as solve, for new
+        # arrays at each run (the plan keeps only the addresses' offsets)
+        pattern = cholesky.grid_pattern(6, 7, NEIGHBOUR_OFFSETS[8])
+        values, _ = _random_values(pattern, count=19, seed=5)
+        spans = (slice(0, 8), slice(8, 9), slice(9, 19))
+        factors = [_exact(pattern, values[:, span]) for span in spans]
+        rng = np.random.default_rng(6)
+        divisor = (0.5 + rng.random((19, pattern.size))).astype(dtype)
+        divisor = None if divide == cholesky.DIVIDE_NONE else divisor
+        plan = cholesky.ExactPlan(factors, dtype, divisor, divide)
+        whole = _exact(pattern, values)
+        for _ in range(2):
+            rhs = rng.normal(size=(19, pattern.size)).astype(dtype)
+            out = np.full_like(rhs, np.nan)
+            plan.run(rhs.ctypes.data, out.ctypes.data)
+            expected = np.empty_like(rhs)
+            cholesky.solve(whole, rhs, expected, divisor=divisor, divide=divide)
+            np.testing.assert_array_equal(out, expected)
+
+    def test_a_plan_rejects_other_dtypes_patterns_and_divisors(self):
+        pattern = cholesky.grid_pattern(4, 4, NEIGHBOUR_OFFSETS[4])
+        factors = [_exact(pattern, _random_values(pattern, count=2)[0])]
+        with pytest.raises(TypeError, match="float32 or float64"):
+            cholesky.ExactPlan(factors, np.float16)
+        other = cholesky.grid_pattern(4, 4, NEIGHBOUR_OFFSETS[8])
+        with pytest.raises(ValueError, match="one pattern"):
+            cholesky.ExactPlan([*factors, _exact(other, _random_values(other, count=1)[0])], np.float64)
+        for divisor, divide in ((None, cholesky.DIVIDE_AFTER), (np.ones((2, 16)), cholesky.DIVIDE_NONE),
+                                (np.ones((2, 15)), cholesky.DIVIDE_BEFORE),
+                                (np.ones((2, 16), np.float32), cholesky.DIVIDE_BEFORE),
+                                (np.ones((16, 2)).T, cholesky.DIVIDE_BEFORE), (np.ones((2, 16)), 7)):
+            with pytest.raises(ValueError, match="divisor"):
+                cholesky.ExactPlan(factors, np.float64, divisor, divide)
+
     def test_not_positive_definite_raises(self):
         pattern = cholesky.grid_pattern(3, 3, NEIGHBOUR_OFFSETS[4])
         values, _ = _random_values(pattern, count=2)

@@ -363,9 +363,9 @@ class TestSolversAgree:
             assert len(spans) == 4
             assert all(span.start % solvers.cholesky.EXACT_LANES == 0 for span in spans)
             blocks_on_team = []
-            solve_blocks = solvers.cholesky.solve_blocks
-            monkeypatch.setattr(solvers.cholesky, "solve_blocks", lambda factors, *args, **kwargs: (
-                blocks_on_team.append(len(factors)) or solve_blocks(factors, *args, **kwargs)))
+            run = team.run
+            monkeypatch.setattr(team, "run", lambda worker, table, threads: (
+                blocks_on_team.append(int(table[0])) or run(worker, table, threads)))
             threaded = smoother(z)
         finally:
             torch.set_num_threads(previous)
@@ -404,6 +404,34 @@ class TestSolversAgree:
                 assert after.dtype == before.dtype == dtype
         finally:
             torch.set_num_threads(previous)
+
+    @pytest.mark.parametrize("dtype", (torch.float32, torch.float64))
+    @pytest.mark.parametrize("channels", ("per_channel", "joint"))
+    def test_exact_solves_from_tensors_equal_those_through_numpy(self, channels, dtype):
+        # a C-contiguous CPU right-hand side is solved straight from its tensor through a plan kept per
+        # layout; a strided one goes through NumPy: the same values to the last bit, run after run
+        guide = _random_guide((9, 3, 5, 6), dtype=dtype)
+        solver = Smoothing(channels=channels, solver="direct").prepare(guide).solver
+        divisor = 0.5 + _random_signal((9, solver.groups, 5, 6), seed=5, dtype=dtype).abs()
+        for seed in (6, 7):
+            z = _random_signal((9, 3, 5, 6), seed=seed, dtype=dtype)
+            strided = z.transpose(2, 3).contiguous().transpose(2, 3)
+            assert not strided.is_contiguous() and torch.equal(strided, z)
+            for solve in (solver.solve, lambda rhs: solver.solve_divided(rhs, divisor, before=True),
+                          lambda rhs: solver.solve_divided(rhs, divisor, before=False)):
+                torch.testing.assert_close(solve(z), solve(strided), rtol=0, atol=0)
+        # one plan per way of dividing, kept across right-hand sides
+        assert len([key for key in solver._plans if key[0] == z.shape]) == 3
+
+    @pytest.mark.parametrize("solver", ("direct", "superlu"))
+    def test_direct_solvers_refuse_right_hand_sides_the_graphs_do_not_fit(self, solver):
+        # another batch, a transposed image of as many pixels, more channels than per-channel graphs: an
+        # error that says the shape, not a solve of some rows (or of the wrong grid)
+        chosen = Smoothing(solver=solver).prepare(_random_guide((4, 2, 6, 7))).solver
+        for shape in ((5, 2, 6, 7), (4, 2, 7, 6), (4, 3, 6, 7), (4, 2, 42)):
+            for rhs in (_random_signal(shape), _random_signal(shape).transpose(-1, -2).contiguous().mT):
+                with pytest.raises(ShapeError, match=r"\(4, 2, 6, 7\)"):
+                    chosen.solve(rhs)
 
     @pytest.mark.parametrize("solver", ("direct", "superlu", "dense", "cg"))
     def test_every_solver_divides(self, solver):

@@ -675,24 +675,76 @@ def solve_blocks(factors: list[ExactFactor], rhs: np.ndarray, out: np.ndarray, *
     if rhs.dtype != out.dtype or rhs.dtype not in (np.float32, np.float64):
         raise TypeError(f"solve_blocks takes float32 or float64 rhs and out of one dtype; got {rhs.dtype}, "
                         f"{out.dtype}.")
-    pattern = factors[0].pattern
     rows = sum(factor.count for factor in factors)
-    if (rhs.shape != (rows, pattern.size) or out.shape != rhs.shape
-            or any(factor.pattern is not pattern for factor in factors)):
-        raise ValueError(f"solve_blocks needs factors of one pattern and rhs and out of shape ({rows}, "
-                         f"{pattern.size}); got {rhs.shape} and {out.shape}.")
+    if rhs.shape != (rows, factors[0].pattern.size) or out.shape != rhs.shape:
+        raise ValueError(f"solve_blocks needs rhs and out of shape ({rows}, {factors[0].pattern.size}); got "
+                         f"{rhs.shape} and {out.shape}.")
+    if not (rhs.flags.c_contiguous and out.flags.c_contiguous):
+        raise ValueError("solve_blocks needs C-contiguous rhs and out.")
     divisor, divide = _checked_divisor(divisor, divide, rhs, out)
-    kind = _TASK_EXACT_FLOAT32 if rhs.dtype == np.float32 else _TASK_EXACT_FLOAT64
-    table = team.task_table(len(factors))
-    first = 0
-    for index, factor in enumerate(factors):
-        span = slice(first, first + factor.count)
-        sizes = (pattern.size, pattern.factor_nonzeros, factor.count, len(factor.blocks))
-        _fill_task(table, index, kind, sizes,
-                   [rhs[span], factor.position, factor.work, pattern.factor_indptr, pattern.factor_indices,
-                    factor.blocks, out[span], divisor[span]], (divide,))
-        first += factor.count
-    team.run(_team_worker(), table, len(factors))
+    ExactPlan(factors, rhs.dtype, None if divide == DIVIDE_NONE else divisor, divide).run(
+        rhs.ctypes.data, out.ctypes.data)
+
+
+class ExactPlan:
+    """The exact solves of one layout of rows, set up once for the many solves of an attack.
+
+    The rows are cut into consecutive blocks, each with its own factor. The plan holds their task table:
+    the kernel's sizes, and the addresses of everything but the right-hand sides and solutions. It also
+    holds the divisor. Each :meth:`run` writes two addresses into the table and starts the kernel. So a
+    solve costs a few calls from Python; after a classifier's pass over megabytes, each such call runs
+    from memory (docs/smoothing.md).
+
+    Args:
+        factors: ``factors[i]`` serves the next ``factors[i].count`` rows; all of one pattern.
+        dtype: of the right-hand sides and solutions, float32 or float64.
+        divisor: (rows, n) C-contiguous, of ``dtype``, kept with the plan; None when ``divide`` is
+            :data:`DIVIDE_NONE`.
+        divide: :data:`DIVIDE_NONE`, :data:`DIVIDE_BEFORE` or :data:`DIVIDE_AFTER`, as for :func:`solve`.
+    """
+
+    def __init__(self, factors: list[ExactFactor], dtype, divisor: np.ndarray | None = None,
+                 divide: int = DIVIDE_NONE):
+        dtype = np.dtype(dtype)
+        pattern = factors[0].pattern
+        self.rows, self.size = sum(factor.count for factor in factors), pattern.size
+        if dtype not in (np.float32, np.float64):
+            raise TypeError(f"an exact plan solves float32 or float64 systems, not {dtype}.")
+        if any(factor.pattern is not pattern for factor in factors):
+            raise ValueError("an exact plan needs factors of one pattern.")
+        if divide not in (DIVIDE_NONE, DIVIDE_BEFORE, DIVIDE_AFTER) or (divisor is None) != (
+                divide == DIVIDE_NONE) or (divisor is not None and (
+                    divisor.shape != (self.rows, self.size) or divisor.dtype != dtype
+                    or not divisor.flags.c_contiguous)):
+            raise ValueError(f"an exact plan divides by a C-contiguous ({self.rows}, {self.size}) {dtype} "
+                             f"divisor with divide DIVIDE_BEFORE or DIVIDE_AFTER, or by none with "
+                             f"DIVIDE_NONE; got divide {divide!r} and "
+                             f"{None if divisor is None else (divisor.shape, divisor.dtype)}.")
+        self.factors, self.divisor = factors, divisor
+        kind = _TASK_EXACT_FLOAT32 if dtype == np.float32 else _TASK_EXACT_FLOAT64
+        self.table = team.task_table(len(factors))
+        first = 0
+        for index, factor in enumerate(factors):
+            offset = first * self.size * dtype.itemsize  # of the block's rows in rhs, out and divisor
+            divisor_address = 0 if divisor is None else _address(divisor) + offset
+            values = [kind, self.size, pattern.factor_nonzeros, factor.count, len(factor.blocks), 0,
+                      _address(factor.position), _address(factor.work), _address(pattern.factor_indptr),
+                      _address(pattern.factor_indices), _address(factor.blocks), 0, divisor_address, divide,
+                      offset]
+            start = 2 + index * team.TASK_WIDTH
+            self.table[start:start + len(values)] = values
+            first += factor.count
+
+    def run(self, rhs_address: int, out_address: int) -> None:
+        """Solve the (rows, n) C-contiguous right-hand sides at ``rhs_address`` into the solutions at
+        ``out_address``, both of the plan's dtype (the caller checks them and keeps them alive). The blocks
+        run at once on torch's OpenMP threads when there are several and the team is available, else one
+        after the other on this thread."""
+        _place(self.table, rhs_address, out_address)
+        if len(self.factors) > 1 and team.available():
+            team.run(_team_worker(), self.table, len(self.factors))
+        else:
+            _run_tasks(self.table)
 
 
 #: Kinds of the tasks :func:`_team_worker` runs (a task row: kind, sizes, array addresses, integers; see
@@ -1293,13 +1345,31 @@ def _run_part(row, backward):
 def _run_exact(row, rhs, out, divisor):
     """An exact solve of a block of rows: sizes n, nnz(L), rows k, blocks; then rhs, position, work (2, n, 8),
     the factor's indptr, indices and blocks, out, divisor (rhs, out and divisor given, of their dtype); then
-    the division mode."""
+    the division mode and the block's byte offset in rhs, out and divisor."""
     n, stored, blocks = row[1], row[2], row[4]
     _solve_exact(carray(team.pointer(row[8]), (n + 1,), np.int64),
                  carray(team.pointer(row[9]), (stored,), np.int64),
                  carray(team.pointer(row[10]), (blocks, stored, EXACT_LANES), np.float64),
                  carray(team.pointer(row[6]), (n,), np.int64), rhs, out,
                  carray(team.pointer(row[7]), (2, n, EXACT_LANES), np.float64), divisor, row[13])
+
+
+@njit(cache=True, nogil=True)
+def _place(table, rhs_address, out_address):
+    """Write the addresses of each exact task's rows of rhs and out (and of rhs as the unread divisor when
+    the task does not divide) from the block's byte offset (row[14]; see :class:`ExactPlan`)."""
+    for index in range(table[0]):
+        row = table[2 + index * team.TASK_WIDTH:2 + (index + 1) * team.TASK_WIDTH]
+        row[5], row[11] = rhs_address + row[14], out_address + row[14]
+        if row[13] == DIVIDE_NONE:
+            row[12] = row[5]
+
+
+@njit(cache=True, nogil=True)
+def _run_tasks(table):
+    """Run every task of ``table`` on this thread, in order."""
+    for index in range(table[0]):
+        _run_task(table, index)
 
 
 def _claim_and_run(data):

@@ -33,7 +33,7 @@ import scipy.sparse
 import scipy.sparse.linalg
 import torch
 
-from smoothadv.core.errors import ConfigError, ConvergenceWarning, warn
+from smoothadv.core.errors import ConfigError, ConvergenceWarning, ShapeError, warn
 from smoothadv.core.validation import check_positive, check_positive_int
 from smoothadv.smoothing import cholesky, team
 from smoothadv.smoothing.graph import PixelGraph, grid_edges
@@ -194,8 +194,24 @@ class DirectSolver(LaplacianSolver):
         host, repeat = self._host_systems(rhs)
         return _as_tensor(self._solve_systems(host, repeat, sequence), rhs)  # one row per system, graph-major
 
+    def _systems_per_graph(self, shape: tuple[int, ...]) -> int:
+        """Right-hand sides per graph in one of ``shape`` (B, C, H, W): 1, or C for a graph the channels
+        share.
+
+        Raises:
+            ShapeError: another batch or image size than the graphs', or channels they do not fit.
+        """
+        height, width = self.graph.normalized_weights.shape[-2:]
+        if len(shape) != 4 or shape[0] != self.batch or tuple(shape[2:]) != (height, width) or not (
+                shape[1] == self.groups or self.groups == 1):
+            channels = "C" if self.groups == 1 else self.groups
+            raise ShapeError(f"this solver's graphs take right-hand sides of shape ({self.batch}, "
+                             f"{channels}, {height}, {width}), one per guide image; got {tuple(shape)}.")
+        return 1 if self.groups == shape[1] else shape[1]
+
     def _host_systems(self, rhs: torch.Tensor) -> tuple[np.ndarray, int]:
         """(B * C, n) NumPy view (or copy) of ``rhs`` (B, C, H, W), and the systems per graph."""
+        repeat = self._systems_per_graph(tuple(rhs.shape))
         batch, channels, height, width = rhs.shape
         # dtype conversions in NumPy (one thread): as torch ops they are parallel regions whose start-up
         # dominates on a busy CPU, for a few hundred thousand values
@@ -205,7 +221,7 @@ class DirectSolver(LaplacianSolver):
         if work.dtype not in (torch.float32, torch.float64):
             work = work.float()
         host = work.numpy().reshape(batch * channels, height * width)
-        return host, 1 if self.groups == channels else channels  # a shared graph solves every channel
+        return host, repeat
 
     @abstractmethod
     def _solve_systems(self, systems: np.ndarray, repeat: int, sequence: str | None) -> np.ndarray:
@@ -285,6 +301,8 @@ class CholeskySolver(DirectSolver):
         #: per (sequence, repeat): the last two (solution, product) pairs, oldest first
         self._history: dict[tuple[str, int], list[tuple[np.ndarray, np.ndarray]]] = {}
         self._divisors: dict[tuple, tuple[torch.Tensor, np.ndarray]] = {}  # see _host_divisor
+        #: per (shape, dtype, division): the divisor and the plan of exact solves (see _exact_plan)
+        self._plans: dict[tuple, tuple[torch.Tensor | None, cholesky.ExactPlan | None]] = {}
         self.last_passes = 0
 
     def _lane_factor(self, repeat: int) -> cholesky.LaneFactor:
@@ -310,15 +328,59 @@ class CholeskySolver(DirectSolver):
         """Stored factor values: L per graph."""
         return self.pattern.factor_nonzeros * self.batch * self.groups
 
+    def solve(self, rhs: torch.Tensor, sequence: str | None = None) -> torch.Tensor:
+        solved = None if self.refined else self._solve_exact_tensor(rhs, None, cholesky.DIVIDE_NONE)
+        return super().solve(rhs, sequence) if solved is None else solved
+
     def solve_divided(self, rhs: torch.Tensor, divisor: torch.Tensor, *, before: bool,
                       sequence: str | None = None) -> torch.Tensor:
         """:meth:`LaplacianSolver.solve_divided`; exact solves divide as they pack or unpack the systems
         (no pass of their own over memory), in the dtype of ``rhs``, with the same values."""
         if self.refined or rhs.dtype not in (torch.float32, torch.float64):
             return super().solve_divided(rhs, divisor, before=before, sequence=sequence)
-        host, repeat = self._host_systems(rhs)
         divide = cholesky.DIVIDE_BEFORE if before else cholesky.DIVIDE_AFTER
+        solved = self._solve_exact_tensor(rhs, divisor, divide)
+        if solved is not None:
+            return solved
+        host, repeat = self._host_systems(rhs)
         return _as_tensor(self._solve_exact(host, repeat, self._host_divisor(divisor, rhs), divide), rhs)
+
+    def _solve_exact_tensor(self, rhs: torch.Tensor, divisor: torch.Tensor | None,
+                            divide: int) -> torch.Tensor | None:
+        """The exact solve of a C-contiguous float32 or float64 CPU ``rhs`` straight from and into tensors,
+        through a plan kept per layout (:meth:`_exact_plan`); None for any other ``rhs``, which takes the
+        way through NumPy arrays. A few torch calls only: after a classifier's pass each one runs from
+        memory, so the copies, views and checks of the general way cost a fifth of an MNIST solve."""
+        if not (rhs.is_cpu and rhs.is_contiguous()):
+            return None
+        key = (rhs.shape, rhs.dtype, divide)
+        kept = self._plans.get(key)
+        if kept is None or kept[0] is not divisor:
+            kept = self._plans[key] = (divisor, self._exact_plan(rhs, divisor, divide))
+        if kept[1] is None:
+            return None
+        out = torch.empty_like(rhs)
+        kept[1].run(rhs.data_ptr(), out.data_ptr())
+        return out
+
+    def _exact_plan(self, rhs: torch.Tensor, divisor: torch.Tensor | None,
+                    divide: int) -> cholesky.ExactPlan | None:
+        """The plan of exact solves of right-hand sides shaped like ``rhs`` (B, C, H, W) with ``divisor``,
+        or None where they take the way through NumPy: another dtype, or blocks for several threads while
+        torch's team is not available (threads of our own then run them).
+
+        Raises:
+            ShapeError: see :meth:`_systems_per_graph`.
+        """
+        repeat = self._systems_per_graph(tuple(rhs.shape))
+        if rhs.dtype not in (torch.float32, torch.float64):
+            return None
+        parts = self.factors(repeat)
+        if len(parts) > 1 and not team.available():
+            return None
+        host_divisor = None if divisor is None else self._host_divisor(divisor, rhs)
+        return cholesky.ExactPlan(parts, np.float32 if rhs.dtype == torch.float32 else np.float64,
+                                  host_divisor, divide)
 
     def _host_divisor(self, divisor: torch.Tensor, rhs: torch.Tensor) -> np.ndarray:
         """(B * C, n) C-contiguous NumPy copy of ``divisor`` broadcast to ``rhs``, in its dtype; kept for
