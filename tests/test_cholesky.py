@@ -635,25 +635,56 @@ class TestTorchTeam:
             expected = smoother(z)
             cold = smoother.solver.solve(other)  # no sequence: a cold solve, corrections on the team
             assert smoother.solver.factors(1).pattern.parts == 2 and smoother.solver.last_passes >= 1
-            pid = os.fork()
-            if pid == 0:  # the child: exit 0 when it solves alike (cold, then warm), 1 otherwise
-                alike = (not team.available()
-                         and torch.allclose(smoother.solver.solve(other), cold, rtol=1e-6, atol=1e-7)
-                         and torch.allclose(smoother(z), expected, rtol=1e-6, atol=1e-7))
-                os._exit(0 if alike else 1)
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                done, status = os.waitpid(pid, os.WNOHANG)
-                if done:
-                    break
-                time.sleep(0.05)
-            else:
-                os.kill(pid, 9)
-                os.waitpid(pid, 0)
-                pytest.fail("the forked child hung")
+            status = _exit_status_of_forked_child(lambda: (
+                not team.available()
+                and torch.allclose(smoother.solver.solve(other), cold, rtol=1e-6, atol=1e-7)
+                and torch.allclose(smoother(z), expected, rtol=1e-6, atol=1e-7)))
         finally:
             torch.set_num_threads(previous)
-        assert os.waitstatus_to_exitcode(status) == 0
+        assert status == 0
+
+    @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+    def test_a_forked_child_runs_an_exact_plan_on_its_own_thread(self, monkeypatch):
+        # the plan of exact solves the parent ran on the team (two blocks of rows) serves the child too, on
+        # its own thread, to the same values
+        from smoothadv.smoothing import solvers
+
+        if not team.available():
+            pytest.skip("torch's OpenMP runtime not found, or SMOOTHADV_TORCH_TEAM=0")
+        monkeypatch.setattr(solvers, "MIN_VALUES_PER_TEAM_THREAD", 1)
+        guide = torch.rand(16, 1, 12, 12, generator=torch.Generator().manual_seed(16))
+        z = torch.randn(guide.shape, generator=torch.Generator().manual_seed(17))
+        previous = torch.get_num_threads()
+        try:
+            torch.set_num_threads(2)
+            smoother = Smoothing(solver="direct").prepare(guide)
+            assert len(smoother.solver.spans) == 2
+            expected = smoother(z)
+            status = _exit_status_of_forked_child(lambda: not team.available() and torch.equal(smoother(z),
+                                                                                               expected))
+        finally:
+            torch.set_num_threads(previous)
+        assert status == 0
+
+
+def _exit_status_of_forked_child(check) -> int:
+    """Fork; the child exits 0 when ``check()`` is true, 1 otherwise; the parent waits up to 60 s (then
+    kills it and fails the test) and returns the child's exit code."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os._exit(0 if check() else 1)
+        finally:
+            os._exit(2)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    pytest.fail("the forked child hung")
 
 
 @njit
