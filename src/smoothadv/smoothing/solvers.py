@@ -350,7 +350,8 @@ class CholeskySolver(DirectSolver):
         """The exact solve of a C-contiguous float32 or float64 CPU ``rhs`` straight from and into tensors,
         through a plan kept per layout (:meth:`_exact_plan`); None for any other ``rhs``, which takes the
         way through NumPy arrays. A few torch calls only: after a classifier's pass each one runs from
-        memory, so the copies, views and checks of the general way cost a fifth of an MNIST solve."""
+        memory, and the copies, views and checks of the general way cost a good share of an MNIST solve
+        (docs/smoothing.md)."""
         if not (rhs.is_cpu and rhs.is_contiguous()):
             return None
         key = (rhs.shape, rhs.dtype, divide)
