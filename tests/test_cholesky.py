@@ -203,24 +203,36 @@ class TestFactorAndSolve:
     @pytest.mark.parametrize("divide", (cholesky.DIVIDE_NONE, cholesky.DIVIDE_BEFORE, cholesky.DIVIDE_AFTER))
     @pytest.mark.parametrize("dtype", (np.float32, np.float64))
     def test_a_plan_solves_as_solve_does_run_after_run(self, dtype, divide):
-        # consecutive blocks of rows, one factor each, on this thread: the same values as solve, for new
-        # arrays at each run (the plan keeps only the addresses' offsets)
+        # consecutive blocks of rows, one factor each (the last of four blocks of lanes, so that the
+        # interleaved sweeps reuse their two scratch slots), on torch's team where it is available, else
+        # on this thread: the same values as solve, for new arrays at each run (the plan keeps only the
+        # addresses' offsets)
         pattern = cholesky.grid_pattern(6, 7, NEIGHBOUR_OFFSETS[8])
-        values, _ = _random_values(pattern, count=19, seed=5)
-        spans = (slice(0, 8), slice(8, 9), slice(9, 19))
+        values, _ = _random_values(pattern, count=35, seed=5)
+        spans = (slice(0, 8), slice(8, 9), slice(9, 35))
         factors = [_exact(pattern, values[:, span]) for span in spans]
+        assert len(factors[-1].blocks) == 4
         rng = np.random.default_rng(6)
-        divisor = (0.5 + rng.random((19, pattern.size))).astype(dtype)
+        divisor = (0.5 + rng.random((35, pattern.size))).astype(dtype)
         divisor = None if divide == cholesky.DIVIDE_NONE else divisor
         plan = cholesky.ExactPlan(factors, dtype, divisor, divide)
         whole = _exact(pattern, values)
         for _ in range(2):
-            rhs = rng.normal(size=(19, pattern.size)).astype(dtype)
+            rhs = rng.normal(size=(35, pattern.size)).astype(dtype)
             out = np.full_like(rhs, np.nan)
             plan.run(rhs.ctypes.data, out.ctypes.data)
             expected = np.empty_like(rhs)
             cholesky.solve(whole, rhs, expected, divisor=divisor, divide=divide)
             np.testing.assert_array_equal(out, expected)
+
+    def test_no_matrices_solve_to_nothing(self):
+        # an empty batch (a joint graph given no channels) writes nothing, on its own or in a plan
+        pattern = cholesky.grid_pattern(4, 5, NEIGHBOUR_OFFSETS[4])
+        empty = _exact(pattern, _random_values(pattern, count=2)[0]).repeated(0)
+        assert empty.count == 0 and empty.blocks.shape[0] == 0
+        assert cholesky.solve(empty, np.zeros((0, 20))).shape == (0, 20)
+        rhs, out = np.zeros((0, 20)), np.zeros((0, 20))
+        cholesky.ExactPlan([empty], np.float64).run(rhs.ctypes.data, out.ctypes.data)
 
     def test_a_plan_rejects_other_dtypes_patterns_and_divisors(self):
         pattern = cholesky.grid_pattern(4, 4, NEIGHBOUR_OFFSETS[4])
@@ -644,9 +656,10 @@ class TestTorchTeam:
         assert status == 0
 
     @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-    def test_a_forked_child_runs_an_exact_plan_on_its_own_thread(self, monkeypatch):
-        # the plan of exact solves the parent ran on the team (two blocks of rows) serves the child too, on
-        # its own thread, to the same values
+    def test_a_forked_child_solves_exactly_without_the_team(self, monkeypatch):
+        # the exact solves the parent ran on the team (a plan of two blocks of rows) run in the child
+        # without it (through NumPy, on threads of its own), to the same values; a plan run directly there
+        # runs its blocks one after the other
         from smoothadv.smoothing import solvers
 
         if not team.available():
@@ -660,8 +673,16 @@ class TestTorchTeam:
             smoother = Smoothing(solver="direct").prepare(guide)
             assert len(smoother.solver.spans) == 2
             expected = smoother(z)
-            status = _exit_status_of_forked_child(lambda: not team.available() and torch.equal(smoother(z),
-                                                                                               expected))
+            # the plan of the DC gain's solve (no division), float32 like the guide
+            plan = next(plan for (_, _, divide), (_, plan) in smoother.solver._plans.items()
+                        if divide == cholesky.DIVIDE_NONE)
+            rhs = np.random.default_rng(18).normal(size=(16, 144)).astype(np.float32)
+            out, alone = np.zeros_like(rhs), np.zeros_like(rhs)
+            values = np.concatenate([factor.values() for factor in plan.factors], axis=1)
+            cholesky.solve(cholesky.ExactFactor(plan.factors[0].pattern, values), rhs, alone)
+            status = _exit_status_of_forked_child(lambda: (
+                not team.available() and torch.equal(smoother(z), expected)
+                and (plan.run(rhs.ctypes.data, out.ctypes.data) or np.array_equal(out, alone))))
         finally:
             torch.set_num_threads(previous)
         assert status == 0

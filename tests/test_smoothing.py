@@ -407,11 +407,17 @@ class TestSolversAgree:
 
     @pytest.mark.parametrize("dtype", (torch.float32, torch.float64))
     @pytest.mark.parametrize("channels", ("per_channel", "joint"))
-    def test_exact_solves_from_tensors_equal_those_through_numpy(self, channels, dtype):
+    def test_exact_solves_from_tensors_equal_those_through_numpy(self, channels, dtype, monkeypatch):
         # a C-contiguous CPU right-hand side is solved straight from its tensor through a plan kept per
         # layout; a strided one goes through NumPy: the same values to the last bit, run after run
+        from smoothadv.smoothing import cholesky
+
         guide = _random_guide((9, 3, 5, 6), dtype=dtype)
         solver = Smoothing(channels=channels, solver="direct").prepare(guide).solver
+        runs = []
+        run = cholesky.ExactPlan.run
+        monkeypatch.setattr(cholesky.ExactPlan, "run", lambda plan, *addresses: (
+            runs.append(plan) or run(plan, *addresses)))
         divisor = 0.5 + _random_signal((9, solver.groups, 5, 6), seed=5, dtype=dtype).abs()
         for seed in (6, 7):
             z = _random_signal((9, 3, 5, 6), seed=seed, dtype=dtype)
@@ -420,8 +426,17 @@ class TestSolversAgree:
             for solve in (solver.solve, lambda rhs: solver.solve_divided(rhs, divisor, before=True),
                           lambda rhs: solver.solve_divided(rhs, divisor, before=False)):
                 torch.testing.assert_close(solve(z), solve(strided), rtol=0, atol=0)
-        # one plan per way of dividing, kept across right-hand sides
-        assert len([key for key in solver._plans if key[0] == z.shape]) == 3
+        # one plan per way of dividing, kept across right-hand sides, and run for each contiguous one
+        plans = [plan for key, (_, plan) in solver._plans.items() if key[0] == z.shape]
+        assert len(plans) == 3 and all(plan is not None for plan in plans)
+        assert len(runs) == 6 and set(runs) == set(plans)
+
+    def test_a_joint_graph_given_no_channels_solves_to_nothing(self):
+        solver = Smoothing(channels="joint", solver="direct").prepare(_random_guide((2, 3, 5, 6))).solver
+        empty = torch.zeros(2, 0, 5, 6)
+        assert solver.solve(empty).shape == (2, 0, 5, 6)
+        gain = solver.solve(torch.ones(2, 1, 5, 6))
+        assert solver.solve_divided(empty, gain, before=True).shape == empty.shape
 
     @pytest.mark.parametrize("solver", ("direct", "superlu"))
     def test_direct_solvers_refuse_right_hand_sides_the_graphs_do_not_fit(self, solver):

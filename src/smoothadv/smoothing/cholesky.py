@@ -305,8 +305,7 @@ class ExactFactor:
         pattern: the pattern given.
         work: (2, n, EXACT_LANES) float64, 64-byte aligned, the sweeps' scratch (two blocks' right-hand
             sides, see :func:`_solve_exact`): kept with the factor, because a buffer allocated per solve is
-            not in cache (after a classifier's pass, a new one cost a third of an MNIST solve). So one
-            solve at a time per factor.
+            not in cache after a classifier's pass (docs/smoothing.md). So one solve at a time per factor.
         position: (n,) int64, the elimination position of each pixel (the inverse of ``pattern.order``).
     """
 
@@ -663,8 +662,9 @@ def _checked_divisor(divisor, divide, rhs, out) -> tuple[np.ndarray, int]:
 
 def solve_blocks(factors: list[ExactFactor], rhs: np.ndarray, out: np.ndarray, *,
                  divisor: np.ndarray | None = None, divide: int = DIVIDE_NONE) -> None:
-    """:func:`solve` of consecutive blocks of rows at once on torch's OpenMP threads (requires
-    :func:`~smoothadv.smoothing.team.available`): ``factors[i]`` serves the next ``factors[i].count`` rows.
+    """:func:`solve` of consecutive blocks of rows, ``factors[i]`` serving the next ``factors[i].count``
+    rows: at once on torch's OpenMP threads where :func:`~smoothadv.smoothing.team.available`, else one
+    after the other on this thread (see :class:`ExactPlan`).
 
     Args:
         factors: the blocks' factors, of one pattern.
@@ -674,16 +674,22 @@ def solve_blocks(factors: list[ExactFactor], rhs: np.ndarray, out: np.ndarray, *
     """
     if rhs.dtype != out.dtype or rhs.dtype not in (np.float32, np.float64):
         raise TypeError(f"solve_blocks takes float32 or float64 rhs and out of one dtype; got {rhs.dtype}, "
-                        f"{out.dtype}.")
+                        f"{out.dtype}: convert both with .astype(np.float64), or both to float32.")
     rows = sum(factor.count for factor in factors)
     if rhs.shape != (rows, factors[0].pattern.size) or out.shape != rhs.shape:
         raise ValueError(f"solve_blocks needs rhs and out of shape ({rows}, {factors[0].pattern.size}); got "
                          f"{rhs.shape} and {out.shape}.")
     if not (rhs.flags.c_contiguous and out.flags.c_contiguous):
-        raise ValueError("solve_blocks needs C-contiguous rhs and out.")
-    divisor, divide = _checked_divisor(divisor, divide, rhs, out)
+        raise ValueError("solve_blocks needs C-contiguous rhs and out: pass np.ascontiguousarray(rhs) and an "
+                         "out from np.empty.")
     ExactPlan(factors, rhs.dtype, None if divide == DIVIDE_NONE else divisor, divide).run(
         rhs.ctypes.data, out.ctypes.data)
+
+
+#: Positions in an exact task's row (after its kind and sizes, see :func:`_run_exact`) that
+#: :class:`ExactPlan` fills per run: the addresses of the block's rhs, out and divisor, the division mode,
+#: and the block's byte offset in rhs, out and divisor.
+_EXACT_RHS, _EXACT_OUT, _EXACT_DIVISOR, _EXACT_DIVIDE, _EXACT_OFFSET = 5, 11, 12, 13, 14
 
 
 class ExactPlan:
@@ -691,16 +697,21 @@ class ExactPlan:
 
     The rows are cut into consecutive blocks, each with its own factor. The plan holds their task table:
     the kernel's sizes, and the addresses of everything but the right-hand sides and solutions. It also
-    holds the divisor. Each :meth:`run` writes two addresses into the table and starts the kernel. So a
-    solve costs a few calls from Python; after a classifier's pass over megabytes, each such call runs
-    from memory (docs/smoothing.md).
+    holds the divisor. Each :meth:`run` writes two addresses into the table and starts the kernel, so a
+    solve costs a few calls from Python (after a classifier's pass over megabytes, each such call runs
+    from memory: docs/smoothing.md). Runs of one plan take turns (a lock): they share the table and the
+    factors' scratch.
 
     Args:
         factors: ``factors[i]`` serves the next ``factors[i].count`` rows; all of one pattern.
         dtype: of the right-hand sides and solutions, float32 or float64.
-        divisor: (rows, n) C-contiguous, of ``dtype``, kept with the plan; None when ``divide`` is
-            :data:`DIVIDE_NONE`.
+        divisor: (rows, n) C-contiguous, of ``dtype``, kept with the plan (it must not change while the
+            plan is in use); None when ``divide`` is :data:`DIVIDE_NONE`.
         divide: :data:`DIVIDE_NONE`, :data:`DIVIDE_BEFORE` or :data:`DIVIDE_AFTER`, as for :func:`solve`.
+
+    Raises:
+        TypeError: another dtype. ValueError: factors of several patterns, or a divisor that does not
+            match ``divide``, the rows, or ``dtype``.
     """
 
     def __init__(self, factors: list[ExactFactor], dtype, divisor: np.ndarray | None = None,
@@ -709,9 +720,11 @@ class ExactPlan:
         pattern = factors[0].pattern
         self.rows, self.size = sum(factor.count for factor in factors), pattern.size
         if dtype not in (np.float32, np.float64):
-            raise TypeError(f"an exact plan solves float32 or float64 systems, not {dtype}.")
+            raise TypeError(f"an exact plan solves float32 or float64 systems, not {dtype}: convert them "
+                            f"with .astype(np.float64).")
         if any(factor.pattern is not pattern for factor in factors):
-            raise ValueError("an exact plan needs factors of one pattern.")
+            raise ValueError("an exact plan needs factors of one pattern: build every factor on the same "
+                             "grid_pattern(...).")
         if divide not in (DIVIDE_NONE, DIVIDE_BEFORE, DIVIDE_AFTER) or (divisor is None) != (
                 divide == DIVIDE_NONE) or (divisor is not None and (
                     divisor.shape != (self.rows, self.size) or divisor.dtype != dtype
@@ -721,30 +734,36 @@ class ExactPlan:
                              f"DIVIDE_NONE; got divide {divide!r} and "
                              f"{None if divisor is None else (divisor.shape, divisor.dtype)}.")
         self.factors, self.divisor = factors, divisor
+        self._lock = threading.Lock()
         kind = _TASK_EXACT_FLOAT32 if dtype == np.float32 else _TASK_EXACT_FLOAT64
         self.table = team.task_table(len(factors))
         first = 0
         for index, factor in enumerate(factors):
             offset = first * self.size * dtype.itemsize  # of the block's rows in rhs, out and divisor
-            divisor_address = 0 if divisor is None else _address(divisor) + offset
-            values = [kind, self.size, pattern.factor_nonzeros, factor.count, len(factor.blocks), 0,
-                      _address(factor.position), _address(factor.work), _address(pattern.factor_indptr),
-                      _address(pattern.factor_indices), _address(factor.blocks), 0, divisor_address, divide,
-                      offset]
-            start = 2 + index * team.TASK_WIDTH
-            self.table[start:start + len(values)] = values
+            sizes = (self.size, pattern.factor_nonzeros, factor.count, len(factor.blocks))
+            # rhs and out (and the divisor when none divides) are placed by each run (_place)
+            _fill_task(self.table, index, kind, sizes,
+                       [0, factor.position, factor.work, pattern.factor_indptr, pattern.factor_indices,
+                        factor.blocks, 0, 0 if divisor is None else _address(divisor) + offset],
+                       (divide, offset))
             first += factor.count
 
     def run(self, rhs_address: int, out_address: int) -> None:
-        """Solve the (rows, n) C-contiguous right-hand sides at ``rhs_address`` into the solutions at
-        ``out_address``, both of the plan's dtype (the caller checks them and keeps them alive). The blocks
-        run at once on torch's OpenMP threads when there are several and the team is available, else one
-        after the other on this thread."""
-        _place(self.table, rhs_address, out_address)
-        if len(self.factors) > 1 and team.available():
-            team.run(_team_worker(), self.table, len(self.factors))
-        else:
-            _run_tasks(self.table)
+        """Solve the right-hand sides at ``rhs_address`` into the solutions at ``out_address``.
+
+        The blocks run at once on torch's OpenMP threads when there are several and the team is available,
+        else one after the other on this thread.
+
+        Args:
+            rhs_address, out_address: addresses of (rows, n) C-contiguous arrays of the plan's dtype, which
+                the caller has checked and keeps alive until this returns.
+        """
+        with self._lock:
+            _place(self.table, rhs_address, out_address)
+            if len(self.factors) > 1 and team.available():
+                team.run(_team_worker(), self.table, len(self.factors))
+            else:
+                _run_tasks(self.table)
 
 
 #: Kinds of the tasks :func:`_team_worker` runs (a task row: kind, sizes, array addresses, integers; see
@@ -755,8 +774,9 @@ _TASK_START, _TASK_SCALE, _TASK_RESIDUAL, _TASK_CORRECT_COMPACT, _TASK_CORRECT_F
 
 def _fill_task(table: np.ndarray, index: int, kind: int, sizes: tuple, arrays: list, integers: tuple) -> None:
     """Row ``index`` of a task table: ``kind``, its sizes, the arrays' addresses (C-contiguous, kept alive
-    by the caller), then integers (each kind's row: :func:`_run_task`)."""
-    values = [kind, *sizes, *(_address(array) for array in arrays), *integers]
+    by the caller; an int is an address already), then integers (each kind's row: :func:`_run_task`)."""
+    values = [kind, *sizes, *(_address(array) if isinstance(array, np.ndarray) else int(array)
+                              for array in arrays), *integers]
     if len(values) > team.TASK_WIDTH:
         raise ValueError(f"a task row holds at most {team.TASK_WIDTH} integers, not {len(values)}")
     start = 2 + index * team.TASK_WIDTH
@@ -1220,6 +1240,8 @@ def _solve_exact(indptr, indices, blocks, position, rhs, out, work, divisor, div
     memory delivers. Each block's arithmetic is that of a block alone, so the results are the same to
     the last bit."""
     n, count, stored, last = work.shape[1], rhs.shape[0], blocks.shape[1], blocks.shape[0] - 1
+    if last < 0:  # no matrices
+        return
     _pack_block(rhs, divisor, divide, position, work[0], 0, min(EXACT_LANES, count))
     ahead = 0
     for j in range(n):  # forward sweep of block 0: L y = b
@@ -1280,13 +1302,13 @@ def _run_task(table, index):
     elif kind == _TASK_BACKWARD_PART:
         _run_part(row, True)
     elif kind == _TASK_EXACT_FLOAT32:
-        _run_exact(row, carray(team.pointer(row[5]), (row[3], row[1]), np.float32),
-                   carray(team.pointer(row[11]), (row[3], row[1]), np.float32),
-                   carray(team.pointer(row[12]), (row[3], row[1]), np.float32))
+        _run_exact(row, carray(team.pointer(row[_EXACT_RHS]), (row[3], row[1]), np.float32),
+                   carray(team.pointer(row[_EXACT_OUT]), (row[3], row[1]), np.float32),
+                   carray(team.pointer(row[_EXACT_DIVISOR]), (row[3], row[1]), np.float32))
     elif kind == _TASK_EXACT_FLOAT64:
-        _run_exact(row, carray(team.pointer(row[5]), (row[3], row[1]), np.float64),
-                   carray(team.pointer(row[11]), (row[3], row[1]), np.float64),
-                   carray(team.pointer(row[12]), (row[3], row[1]), np.float64))
+        _run_exact(row, carray(team.pointer(row[_EXACT_RHS]), (row[3], row[1]), np.float64),
+                   carray(team.pointer(row[_EXACT_OUT]), (row[3], row[1]), np.float64),
+                   carray(team.pointer(row[_EXACT_DIVISOR]), (row[3], row[1]), np.float64))
     elif kind == _TASK_START:  # rows; rhs, previous and last products, residual, squares
         _start_squares(_lanes_at(row[2], row[1]), _lanes_at(row[3], row[1]), _lanes_at(row[4], row[1]),
                        _lanes_at(row[5], row[1]), carray(team.pointer(row[6]), (6,), np.float64))
@@ -1351,18 +1373,19 @@ def _run_exact(row, rhs, out, divisor):
                  carray(team.pointer(row[9]), (stored,), np.int64),
                  carray(team.pointer(row[10]), (blocks, stored, EXACT_LANES), np.float64),
                  carray(team.pointer(row[6]), (n,), np.int64), rhs, out,
-                 carray(team.pointer(row[7]), (2, n, EXACT_LANES), np.float64), divisor, row[13])
+                 carray(team.pointer(row[7]), (2, n, EXACT_LANES), np.float64), divisor, row[_EXACT_DIVIDE])
 
 
 @njit(cache=True, nogil=True)
 def _place(table, rhs_address, out_address):
     """Write the addresses of each exact task's rows of rhs and out (and of rhs as the unread divisor when
-    the task does not divide) from the block's byte offset (row[14]; see :class:`ExactPlan`)."""
+    the task does not divide) from the block's byte offset (see :class:`ExactPlan`)."""
     for index in range(table[0]):
         row = table[2 + index * team.TASK_WIDTH:2 + (index + 1) * team.TASK_WIDTH]
-        row[5], row[11] = rhs_address + row[14], out_address + row[14]
-        if row[13] == DIVIDE_NONE:
-            row[12] = row[5]
+        row[_EXACT_RHS] = rhs_address + row[_EXACT_OFFSET]
+        row[_EXACT_OUT] = out_address + row[_EXACT_OFFSET]
+        if row[_EXACT_DIVIDE] == DIVIDE_NONE:
+            row[_EXACT_DIVISOR] = row[_EXACT_RHS]
 
 
 @njit(cache=True, nogil=True)

@@ -225,9 +225,8 @@ def check_signal(z: torch.Tensor, guide_shape: tuple[int, ...]) -> None:
         )
     check_same_shape(z, guide_shape, "signal", "guide")
     # A finite sum proves every value finite, in one reduction (read as a Python float: a torch call fewer,
-    # each of which costs an attack's iteration tens of microseconds after the classifier's pass); the
-    # element-wise check (several passes) runs only otherwise, and also tells a real NaN/inf from a sum
-    # that merely overflowed.
+    # each of which runs from memory after a classifier's pass, docs/smoothing.md); the element-wise check
+    # (several passes) runs only otherwise, and also tells a real NaN/inf from a sum that merely overflowed.
     if not math.isfinite(z.detach().sum().item()):
         check_finite(z, "signal")
 

@@ -347,50 +347,59 @@ class CholeskySolver(DirectSolver):
 
     def _solve_exact_tensor(self, rhs: torch.Tensor, divisor: torch.Tensor | None,
                             divide: int) -> torch.Tensor | None:
-        """The exact solve of a C-contiguous float32 or float64 CPU ``rhs`` straight from and into tensors,
-        through a plan kept per layout (:meth:`_exact_plan`); None for any other ``rhs``, which takes the
-        way through NumPy arrays. A few torch calls only: after a classifier's pass each one runs from
-        memory, and the copies, views and checks of the general way cost a good share of an MNIST solve
-        (docs/smoothing.md)."""
+        """The exact solve of a C-contiguous float32 or float64 CPU tensor straight from and into tensors,
+        through a plan kept per layout (:meth:`_exact_plan`). A few torch calls only: after a classifier's
+        pass each one runs from memory, and the copies, views and checks of the way through NumPy cost a
+        good share of an MNIST solve (docs/smoothing.md).
+
+        Args:
+            rhs: (B, C, H, W) right-hand sides.
+            divisor: (B, G, H, W) as for :meth:`solve_divided`, or None with ``divide`` DIVIDE_NONE.
+            divide: a ``cholesky.DIVIDE_*`` mode.
+
+        Returns:
+            (B, C, H, W) solutions of the dtype of ``rhs``; None for a right-hand side that takes the way
+            through NumPy (another device, dtype or layout, no values, or blocks for several threads
+            while torch's team is not available: threads of our own then run them).
+        """
         if not (rhs.is_cpu and rhs.is_contiguous()):
             return None
         key = (rhs.shape, rhs.dtype, divide)
         kept = self._plans.get(key)
         if kept is None or kept[0] is not divisor:
             kept = self._plans[key] = (divisor, self._exact_plan(rhs, divisor, divide))
-        if kept[1] is None:
+        plan = kept[1]
+        if plan is None or (len(plan.factors) > 1 and not team.available()):
             return None
         out = torch.empty_like(rhs)
-        kept[1].run(rhs.data_ptr(), out.data_ptr())
+        plan.run(rhs.data_ptr(), out.data_ptr())
         return out
 
     def _exact_plan(self, rhs: torch.Tensor, divisor: torch.Tensor | None,
                     divide: int) -> cholesky.ExactPlan | None:
-        """The plan of exact solves of right-hand sides shaped like ``rhs`` (B, C, H, W) with ``divisor``,
-        or None where they take the way through NumPy: another dtype, or blocks for several threads while
-        torch's team is not available (threads of our own then run them).
+        """The plan of exact solves of right-hand sides shaped like ``rhs``, or None for those of another
+        dtype or without values (arguments as for :meth:`_solve_exact_tensor`).
 
         Raises:
             ShapeError: see :meth:`_systems_per_graph`.
         """
         repeat = self._systems_per_graph(tuple(rhs.shape))
-        if rhs.dtype not in (torch.float32, torch.float64):
-            return None
-        parts = self.factors(repeat)
-        if len(parts) > 1 and not team.available():
+        if rhs.dtype not in (torch.float32, torch.float64) or rhs.numel() == 0:
             return None
         host_divisor = None if divisor is None else self._host_divisor(divisor, rhs)
-        return cholesky.ExactPlan(parts, np.float32 if rhs.dtype == torch.float32 else np.float64,
-                                  host_divisor, divide)
+        dtype = np.float32 if rhs.dtype == torch.float32 else np.float64
+        return cholesky.ExactPlan(self.factors(repeat), dtype, host_divisor, divide)
 
     def _host_divisor(self, divisor: torch.Tensor, rhs: torch.Tensor) -> np.ndarray:
-        """(B * C, n) C-contiguous NumPy copy of ``divisor`` broadcast to ``rhs``, in its dtype; kept for
-        the next call with the same divisor (the smoother's DC gain, on every solve of an attack)."""
+        """(B * C, n) C-contiguous NumPy array of ``divisor`` broadcast to ``rhs``, in its dtype (a view of
+        it when it needs no copy); kept for the next call with the same divisor (the smoother's DC gain,
+        on every solve of an attack), which must not change in place meanwhile."""
         key = (rhs.dtype, tuple(rhs.shape))
         cached = self._divisors.get(key)
         if cached is None or cached[0] is not divisor:
             systems = rhs.shape[0] * rhs.shape[1]
-            host = divisor.detach().to("cpu", rhs.dtype).expand(rhs.shape).reshape(systems, -1)
+            pixels = rhs.shape[2] * rhs.shape[3]
+            host = divisor.detach().to("cpu", rhs.dtype).expand(rhs.shape).reshape(systems, pixels)
             cached = self._divisors[key] = (divisor, np.ascontiguousarray(host.numpy()))
         return cached[1]
 
