@@ -718,7 +718,7 @@ class ExactPlan:
                  divide: int = DIVIDE_NONE):
         dtype = np.dtype(dtype)
         pattern = factors[0].pattern
-        self.rows, self.size = sum(factor.count for factor in factors), pattern.size
+        rows, size = sum(factor.count for factor in factors), pattern.size
         if dtype not in (np.float32, np.float64):
             raise TypeError(f"an exact plan solves float32 or float64 systems, not {dtype}: convert them "
                             f"with .astype(np.float64).")
@@ -727,9 +727,9 @@ class ExactPlan:
                              "grid_pattern(...).")
         if divide not in (DIVIDE_NONE, DIVIDE_BEFORE, DIVIDE_AFTER) or (divisor is None) != (
                 divide == DIVIDE_NONE) or (divisor is not None and (
-                    divisor.shape != (self.rows, self.size) or divisor.dtype != dtype
+                    divisor.shape != (rows, size) or divisor.dtype != dtype
                     or not divisor.flags.c_contiguous)):
-            raise ValueError(f"an exact plan divides by a C-contiguous ({self.rows}, {self.size}) {dtype} "
+            raise ValueError(f"an exact plan divides by a C-contiguous ({rows}, {size}) {dtype} "
                              f"divisor with divide DIVIDE_BEFORE or DIVIDE_AFTER, or by none with "
                              f"DIVIDE_NONE; got divide {divide!r} and "
                              f"{None if divisor is None else (divisor.shape, divisor.dtype)}.")
@@ -739,8 +739,8 @@ class ExactPlan:
         self.table = team.task_table(len(factors))
         first = 0
         for index, factor in enumerate(factors):
-            offset = first * self.size * dtype.itemsize  # of the block's rows in rhs, out and divisor
-            sizes = (self.size, pattern.factor_nonzeros, factor.count, len(factor.blocks))
+            offset = first * size * dtype.itemsize  # of the block's rows in rhs, out and divisor
+            sizes = (size, pattern.factor_nonzeros, factor.count, len(factor.blocks))
             # rhs and out (and the divisor when none divides) are placed by each run (_place)
             _fill_task(self.table, index, kind, sizes,
                        [0, factor.position, factor.work, pattern.factor_indptr, pattern.factor_indices,
@@ -1239,10 +1239,10 @@ def _solve_exact(indptr, indices, blocks, position, rhs, out, work, divisor, div
     cache (the forward sweep just read it), and the two interleaved keep the core computing while the
     memory delivers. Each block's arithmetic is that of a block alone, so the results are the same to
     the last bit."""
-    n, count, stored, last = work.shape[1], rhs.shape[0], blocks.shape[1], blocks.shape[0] - 1
+    n, stored, last = work.shape[1], blocks.shape[1], blocks.shape[0] - 1
     if last < 0:  # no matrices
         return
-    _pack_block(rhs, divisor, divide, position, work[0], 0, min(EXACT_LANES, count))
+    _pack_block(rhs, divisor, divide, position, work[0], 0)
     ahead = 0
     for j in range(n):  # forward sweep of block 0: L y = b
         ahead = _prefetch_lines(blocks[0], ahead, min(indptr[j + 1] + EXACT_PREFETCH_AHEAD, stored), 1)
@@ -1251,7 +1251,7 @@ def _solve_exact(indptr, indices, blocks, position, rhs, out, work, divisor, div
         following, current = work[block & 1], work[(block - 1) & 1]
         values, solved = blocks[block], blocks[block - 1]
         first = EXACT_LANES * block
-        _pack_block(rhs, divisor, divide, position, following, first, min(EXACT_LANES, count - first))
+        _pack_block(rhs, divisor, divide, position, following, first)
         ahead = 0
         for step in range(n):  # forward sweep of this block, backward sweep (L^T x = y) of the one before
             ahead = _prefetch_lines(values, ahead, min(indptr[step + 1] + EXACT_PREFETCH_AHEAD, stored), 1)
@@ -1265,10 +1265,11 @@ def _solve_exact(indptr, indices, blocks, position, rhs, out, work, divisor, div
 
 
 @njit(inline="always")
-def _pack_block(rhs, divisor, divide, position, work, first, used):
+def _pack_block(rhs, divisor, divide, position, work, first):
     """``work[position[p], t] <- rhs[first + t, p]`` (divided by the divisor's, when ``divide`` is
-    :data:`DIVIDE_BEFORE`) for the ``used`` lanes of a block, zero in the others. Walks the pixels in
-    order, so that rhs, out of cache after a classifier's pass, is read in order."""
+    :data:`DIVIDE_BEFORE`) for the lanes of a block that ``rhs`` has, zero in the others. Walks the pixels
+    in order, so that rhs, out of cache after a classifier's pass, is read in order."""
+    used = min(EXACT_LANES, rhs.shape[0] - first)
     for pixel in range(work.shape[0]):
         i = position[pixel]
         for t in range(used):
@@ -1284,9 +1285,10 @@ def _pack_block(rhs, divisor, divide, position, work, first, used):
 def _unpack_block(work, divisor, divide, position, out, first):
     """``out[first + t, p] <- work[position[p], t]`` for the lanes of a block that ``out`` has, rounded to
     out's dtype and then divided in it by the divisor's when ``divide`` is :data:`DIVIDE_AFTER`."""
+    used = min(EXACT_LANES, out.shape[0] - first)
     for pixel in range(work.shape[0]):
         i = position[pixel]
-        for t in range(min(EXACT_LANES, out.shape[0] - first)):
+        for t in range(used):
             out[first + t, pixel] = work[i, t]
             if divide == DIVIDE_AFTER:
                 out[first + t, pixel] = out[first + t, pixel] / divisor[first + t, pixel]
