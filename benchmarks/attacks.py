@@ -11,8 +11,9 @@ Two ratios per setting (issue "CPU speed"):
 Each per-iteration time is split into the model (forward + backward of the classifier on the batch,
 timed alone), the smoothing solves (timed inside the solver during the sC&W run) and the rest (Adam,
 losses, clipping, the 8-bit checks, autograd). The one-off set-up of a process (compiled kernels, the
-ordering of an image size) happens in a warm-up. Runs alternate so that load from other processes hits
-both alike; ratios are medians of the per-pair ratios.
+ordering of an image size) happens in a warm-up. Runs alternate, and every other pair runs sC&W first,
+so that load from other processes hits both alike; ratios are medians of the per-pair ratios, printed
+with their quartiles (the spread a shared machine gives one run).
 
 Usage: python benchmarks/attacks.py [--repeats 5] [--threads 1 2] [--budget-repeats 1]
        [--rows per_iteration budget] [--settings mnist imagenet] [--json]
@@ -96,6 +97,14 @@ def seconds(function) -> float:
     return time.perf_counter() - start
 
 
+def quartiles(values: list[float]) -> tuple[float, float]:
+    """The lower and upper quartiles of ``values`` (both the value itself for one)."""
+    if len(values) < 2:
+        return values[0], values[0]
+    low, _, high = statistics.quantiles(values, n=4, method="inclusive")
+    return low, high
+
+
 def model_seconds(model, images) -> float:
     """One forward + backward of the classifier to its input (an attack iteration's model cost)."""
     labels = torch.zeros(len(images), dtype=torch.long)
@@ -106,6 +115,22 @@ def model_seconds(model, images) -> float:
 
     step()
     return statistics.median(seconds(step) for _ in range(5))
+
+
+def timed_pair(cw, scw, smoothing, images, *, scw_first: bool) -> dict:
+    """Seconds of one C&W run and one sC&W run, the latter with its set-up timed on its own and the time
+    inside its solves."""
+    def run_cw():
+        return {"cw": seconds(lambda: cw(images))}
+
+    def run_scw():
+        setup = seconds(lambda: smoothing.prepare(images))
+        with SolveTimer().active() as timer:
+            scw_time = seconds(lambda: scw(images))
+        return {"scw": scw_time, "setup": setup, "solves": timer.seconds}
+
+    first, second = (run_scw, run_cw) if scw_first else (run_cw, run_scw)
+    return {**first(), **second()}
 
 
 def compare(setup, preset: str, batch: int, steps: int, repeats: int, binary_search_steps: int = 1) -> dict:
@@ -121,14 +146,9 @@ def compare(setup, preset: str, batch: int, steps: int, repeats: int, binary_sea
     CarliniWagnerL2(model, **warm)(images[:1])  # warm-up: compiled kernels, the ordering of this size
     SmoothCarliniWagnerL2(model, smoothing=smoothing, **warm)(images[:1])
     iterations = binary_search_steps * steps
-    pairs = []
-    for _ in range(repeats):
-        cw_time = seconds(lambda: cw(images))
-        setup_time = seconds(lambda: smoothing.prepare(images))
-        with SolveTimer().active() as timer:
-            scw_time = seconds(lambda: scw(images))
-        pairs.append({"cw": cw_time, "scw": scw_time, "setup": setup_time, "solves": timer.seconds,
-                      "model": model_seconds(model, images)})
+    # every other pair runs sC&W first, so that a load rising or falling during the run hits both alike
+    pairs = [dict(timed_pair(cw, scw, smoothing, images, scw_first=repeat % 2 == 1),
+                  model=model_seconds(model, images)) for repeat in range(repeats)]
 
     def median(key, per_iteration=True):
         return statistics.median(pair[key] for pair in pairs) / (iterations if per_iteration else 1)
@@ -144,11 +164,14 @@ def compare(setup, preset: str, batch: int, steps: int, repeats: int, binary_sea
         "setup_seconds": setup_ms / 1e3,
         "ratio_with_setup": statistics.median(p["scw"] / p["cw"] for p in pairs),
         "ratio_per_iteration": statistics.median((p["scw"] - p["setup"]) / p["cw"] for p in pairs),
+        "quartiles_with_setup": quartiles([p["scw"] / p["cw"] for p in pairs]),
+        "quartiles_per_iteration": quartiles([(p["scw"] - p["setup"]) / p["cw"] for p in pairs]),
         "split_ms": {
             "cw": {"model": model_ms, "rest": cw_ms - model_ms},
             "scw": {"model": model_ms, "solves": solves_ms, "rest": scw_loop_ms - model_ms - solves_ms},
         },
-        "pair_ratios": [round(p["scw"] / p["cw"], 3) for p in pairs],
+        "pair_ratios_with_setup": [round(p["scw"] / p["cw"], 4) for p in pairs],
+        "pair_ratios_per_iteration": [round((p["scw"] - p["setup"]) / p["cw"], 4) for p in pairs],
     }
 
 
@@ -180,23 +203,26 @@ def main() -> None:
             measured.append(("budget", compare(imagenet_setup, "imagenet", batch=1, steps=100,
                                                repeats=args.budget_repeats, binary_search_steps=9)))
         for kind, row in measured:
-            row.update(threads=threads, kind=kind,
-                       ratio=row["ratio_per_iteration" if kind == "per_iteration" else "ratio_with_setup"],
-                       target=TARGETS[row["setting"]].get(kind))
+            which = "per_iteration" if kind == "per_iteration" else "with_setup"
+            row.update(threads=threads, kind=kind, ratio=row[f"ratio_{which}"],
+                       quartiles=row[f"quartiles_{which}"], target=TARGETS[row["setting"]].get(kind))
             rows.append(row)
     if args.json:
         print(json.dumps(rows, indent=2))
         return
-    print("sC&W vs C&W (times: medians; ratios: median of per-pair ratios; the machine may be shared)")
+    print("sC&W vs C&W (times: medians; ratio: median of the per-pair ratios, quartiles: theirs; the machine "
+          "may be shared)")
     print(f"{'thr':>3} {'setting':9} {'row':13} {'images':>6} {'iters':>5} {'C&W s':>7} {'sC&W s':>7} "
-          f"{'setup s':>7} {'ratio':>6} {'target':>6}   per-iteration ms: model / solves / rest (C&W rest)")
+          f"{'setup s':>7} {'ratio':>6} {'quartiles':>11} {'target':>6}   per-iteration ms: model / solves / "
+          f"rest (C&W rest)")
     for row in rows:
         verdict = "" if row["target"] is None else ("ok" if row["ratio"] <= row["target"] else "MISSED")
         split = row["split_ms"]
         print(f"{row['threads']:>3} {row['setting']:9} {row['kind']:13} {row['images']:>6} "
               f"{row['iterations']:>5} "
               f"{row['cw_seconds']:7.2f} {row['scw_seconds']:7.2f} {row['setup_seconds']:7.2f} "
-              f"{row['ratio']:6.3f} {row['target'] or '-':>6} {verdict:6}  "
+              f"{row['ratio']:6.3f} {row['quartiles'][0]:5.3f}-{row['quartiles'][1]:5.3f} "
+              f"{row['target'] or '-':>6} {verdict:6}  "
               f"{split['scw']['model']:.1f} / {split['scw']['solves']:.1f} / {split['scw']['rest']:.1f} "
               f"({split['cw']['rest']:.1f})")
 
