@@ -48,3 +48,20 @@ def test_a_pair_runs_the_attacks_in_the_order_asked(script, scw_first, expected)
 def test_quartiles_bracket_the_median(script):
     assert script.quartiles([1.0, 2.0, 3.0, 4.0, 5.0]) == (2.0, 4.0)
     assert script.quartiles([1.03]) == (1.03, 1.03)
+
+
+def test_the_summary_judges_the_median_pair_and_reports_the_fastest_runs_apart(script):
+    # seconds per pair (model: one forward + backward alone): the second pair is disturbed (sC&W slowed),
+    # the third is the fastest of both
+    pairs = [{"cw": 10.0, "scw": 10.6, "setup": 0.1, "solves": 0.3, "model": 0.08},
+             {"cw": 10.0, "scw": 12.1, "setup": 0.1, "solves": 0.3, "model": 0.08},
+             {"cw": 9.0, "scw": 9.4, "setup": 0.1, "solves": 0.3, "model": 0.08}]
+    row = script.summary(pairs, iterations=100)
+    assert row["ratio_per_iteration"] == pytest.approx(10.5 / 10.0)
+    assert row["ratio_with_setup"] == pytest.approx(10.6 / 10.0)
+    assert row["fastest_per_iteration"] == pytest.approx(9.3 / 9.0)
+    assert row["fastest_with_setup"] == pytest.approx(9.4 / 9.0)
+    assert row["quartiles_per_iteration"] == pytest.approx((((9.3 / 9.0) + 1.05) / 2, (1.05 + 1.2) / 2))
+    assert row["split_ms"]["scw"]["solves"] == pytest.approx(3.0)
+    assert row["split_ms"]["scw"]["rest"] == pytest.approx(106.0 - 1.0 - 80.0 - 3.0)
+    assert row["split_ms"]["cw"]["rest"] == pytest.approx(100.0 - 80.0)
