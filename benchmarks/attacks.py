@@ -14,7 +14,8 @@ losses, clipping, the 8-bit checks, autograd). The one-off set-up of a process (
 ordering of an image size) happens in a warm-up. Runs alternate, and every other pair runs sC&W first,
 so that load from other processes hits both alike; ratios are medians of the per-pair ratios, printed
 with their quartiles (the spread a shared machine gives one run) and beside the ratio of the two
-attacks' fastest runs (each attack's least disturbed run: another estimate, not the one judged).
+attacks' fastest runs (each attack's least disturbed run, set-up subtracted first in the per-iteration
+rows: another estimate, not the one judged).
 
 Usage: python benchmarks/attacks.py [--repeats 5] [--threads 1 2] [--budget-repeats 1]
        [--rows per_iteration budget] [--settings mnist imagenet] [--json]
@@ -226,10 +227,11 @@ def main() -> None:
         print(json.dumps(rows, indent=2))
         return
     print("sC&W vs C&W (times: medians; ratio: median of the per-pair ratios, judged against the target; "
-          "quartiles: theirs; fastest: sC&W's fastest run over C&W's, the least disturbed by other load)")
+          "quartiles: theirs; fastest: sC&W's fastest run over C&W's, set-up subtracted in the per-iteration "
+          "rows, the least disturbed by other load)")
     print(f"{'thr':>3} {'setting':9} {'row':13} {'images':>6} {'iters':>5} {'C&W s':>7} {'sC&W s':>7} "
-          f"{'setup s':>7} {'ratio':>6} {'quartiles':>11} {'fastest':>7} {'target':>6}   per-iteration ms: "
-          f"model / solves / rest (C&W rest)")
+          f"{'setup s':>7} {'ratio':>6} {'quartiles':>11} {'fastest':>7} {'target':>6} {'':6}  "
+          f"per-iteration ms: model / solves / rest (C&W rest)")
     for row in rows:
         verdict = "" if row["target"] is None else ("ok" if row["ratio"] <= row["target"] else "MISSED")
         split = row["split_ms"]
