@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
-import torch
-from torch import nn
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "attacks.py"
+from attack_fixtures import blocky_images, tiny_classifier
+from benchmark_scripts import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def script():
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        spec = importlib.util.spec_from_file_location("attacks_benchmark", SCRIPT)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
-    return module
+    return load_benchmark("attacks.py", "attacks_benchmark")
 
 
 class _Recorder:
@@ -79,9 +66,7 @@ def test_compare_runs_scw_first_in_every_other_pair(script, monkeypatch):
 
     monkeypatch.setattr(script, "timed_pair", fake_pair)
     monkeypatch.setattr(script, "model_seconds", lambda model, images: 0.005)
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).eval()
-    images = torch.rand(2, 1, 8, 8)
+    model, images = tiny_classifier(), blocky_images(batch=2)
     row = script.compare(lambda batch: (model, "tiny", images), "mnist", batch=2, steps=3, repeats=5)
     assert orders == [False, True, False, True, False]
     assert row["ratio_per_iteration"] == pytest.approx(1.02) and row["iterations"] == 3

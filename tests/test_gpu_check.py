@@ -3,22 +3,16 @@ benchmarks/gpu_check.sh names only wheels that are listed for `make gpu-wheels`.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
+
+from benchmark_scripts import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_gpu_benchmark_runs_on_cpu(tmp_path, capsys):
-    gpu = _load("gpu_benchmark", ROOT / "benchmarks" / "gpu.py")
+    gpu = load_benchmark("gpu.py", "gpu_benchmark")
     out = tmp_path / "gpu.json"
     assert gpu.main(["--device", "cpu", "--quick", "--repeats", "1", "--steps", "2", "--json", str(out)]) == 0
     results = json.loads(out.read_text())
